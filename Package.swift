@@ -1,0 +1,111 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-cache-aside",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "CacheAside", targets: ["CacheAside"]),
+        .library(name: "Postgres", targets: ["Postgres"]),
+        .library(name: "Redis", targets: ["Redis"]),
+        .library(name: "IOLoop", targets: ["IOLoop"]),
+        .executable(name: "user-lookup", targets: ["UserLookup"]),
+        .executable(name: "cache-bench", targets: ["CacheBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+    ],
+    targets: [
+        // C modules: touched only by their one Swift wrapper module (and the raw
+        // baselines of the benchmark).
+        .systemLibrary(
+            name: "CLibpq",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
+        ),
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
+        ),
+
+        // The event loop both clients share: readiness, wake-ups, timers. No protocol.
+        .target(name: "CIOLoopShims"),
+        .target(
+            name: "IOLoop",
+            dependencies: [
+                "CIOLoopShims",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "Postgres",
+            dependencies: [
+                "CLibpq",
+                "IOLoop",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "Redis",
+            dependencies: [
+                "CHiredis",
+                "IOLoop",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "CacheAside",
+            dependencies: [
+                "Postgres",
+                "Redis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .executableTarget(
+            name: "UserLookup",
+            dependencies: [
+                "CacheAside",
+                "Postgres",
+                "Redis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "CacheBench",
+            dependencies: [
+                "CacheAside",
+                "Postgres",
+                "Redis",
+                "CLibpq",
+                "CHiredis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+
+        .target(
+            name: "TestSupport",
+            dependencies: [],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "CLibpq", "TestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "CHiredis", "TestSupport"]),
+        .testTarget(
+            name: "CacheAsideTests",
+            dependencies: [
+                "CacheAside", "Postgres", "Redis", "TestSupport",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+    ]
+)

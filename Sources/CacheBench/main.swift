@@ -1,0 +1,1 @@
+print("cache-bench: arrives with the [demo-bench] issue")

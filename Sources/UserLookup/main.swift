@@ -1,0 +1,1 @@
+print("user-lookup: arrives with the [demo-bench] issue")

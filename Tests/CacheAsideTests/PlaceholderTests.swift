@@ -1,0 +1,4 @@
+import CacheAside
+import Testing
+
+// The cache-aside tests arrive with the [cache-core] issue.

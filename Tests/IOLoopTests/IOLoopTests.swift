@@ -1,0 +1,219 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import IOLoop
+import Synchronization
+import Testing
+
+private func socketPair() throws -> (Int32, Int32) {
+    var fds: [Int32] = [0, 0]
+    #if canImport(Glibc)
+    let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+    #else
+    let rc = socketpair(AF_UNIX, SOCK_STREAM, 0, &fds)
+    #endif
+    try #require(rc == 0)
+    try Socket.setNonBlocking(fds[0])
+    try Socket.setNonBlocking(fds[1])
+    return (fds[0], fds[1])
+}
+
+private func writeByte(_ fd: Int32) -> Socket.TransferResult {
+    var b: UInt8 = 7
+    return withUnsafeBytes(of: &b) { Socket.write(fd, $0) }
+}
+
+private final class Counter: Sendable {
+    let value = Mutex<[Int]>([])
+    func append(_ v: Int) { value.withLock { $0.append(v) } }
+    var snapshot: [Int] { value.withLock { $0 } }
+}
+
+@Suite(.tags(.unit))
+struct IOLoopTests {
+    @Test(arguments: [IOLoop.Backend.automatic, .poll])
+    func executeRunsWorkInOrderOnTheLoopThread(backend: IOLoop.Backend) async throws {
+        let loop = IOLoop(name: "test-exec", backend: backend)
+        defer { loop.shutdown() }
+        let seen = Counter()
+        let onLoop = Mutex(true)
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            for i in 0..<1000 {
+                loop.execute {
+                    if !loop.inLoop { onLoop.withLock { $0 = false } }
+                    seen.append(i)
+                    if i == 999 { cont.resume() }
+                }
+            }
+        }
+        #expect(seen.snapshot == Array(0..<1000))
+        #expect(onLoop.withLock { $0 })
+        #expect(!loop.inLoop)
+    }
+
+    @Test(arguments: [IOLoop.Backend.automatic, .poll])
+    func timersFireInDeadlineOrderAndCancelledOnesDoNot(backend: IOLoop.Backend) async throws {
+        let loop = IOLoop(name: "test-timer", backend: backend)
+        defer { loop.shutdown() }
+        let fired = Counter()
+        let start = ContinuousClock.now
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            loop.schedule(after: .milliseconds(60)) { fired.append(3); cont.resume() }
+            loop.schedule(after: .milliseconds(20)) { fired.append(1) }
+            let cancelled = loop.schedule(after: .milliseconds(30)) { fired.append(99) }
+            loop.schedule(after: .milliseconds(40)) { fired.append(2) }
+            cancelled.cancel()
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(fired.snapshot == [1, 2, 3])
+        #expect(elapsed >= .milliseconds(60))
+    }
+
+    @Test(arguments: [IOLoop.Backend.automatic, .poll])
+    func waitResumesWhenReadable(backend: IOLoop.Backend) async throws {
+        let loop = IOLoop(name: "test-wait", backend: backend)
+        defer { loop.shutdown() }
+        let (a, b) = try socketPair()
+        defer { Socket.close(a); Socket.close(b) }
+        async let events = loop.wait(for: .readable, on: a, deadline: .now + .seconds(5))
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(writeByte(b) == .transferred(1))
+        let got = try await events
+        #expect(got.contains(.readable))
+        // The registration is gone: the descriptor can be waited on again.
+        let again = try await loop.wait(for: .readable, on: a, deadline: .now + .seconds(5))
+        #expect(again.contains(.readable))
+    }
+
+    @Test func waitTimesOutAtItsDeadline() async throws {
+        let loop = IOLoop.shared
+        let (a, b) = try socketPair()
+        defer { Socket.close(a); Socket.close(b) }
+        let start = ContinuousClock.now
+        await #expect(throws: IOError.self) {
+            _ = try await loop.wait(for: .readable, on: a, deadline: .now + .milliseconds(50))
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed >= .milliseconds(45))
+        #expect(elapsed < .seconds(2))
+    }
+
+    @Test func waitHonoursCancellation() async throws {
+        let loop = IOLoop.shared
+        let (a, b) = try socketPair()
+        defer { Socket.close(a); Socket.close(b) }
+        let task = Task { try await loop.wait(for: .readable, on: a) }
+        try await Task.sleep(for: .milliseconds(20))
+        let start = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(1))
+    }
+
+    @Test func registeredHandlerSeesReadinessUntilDeregistered() async throws {
+        final class Reader: IOHandler, @unchecked Sendable {
+            let fd: Int32
+            let total = Mutex(0)
+            let done: Mutex<CheckedContinuation<Void, Never>?> = Mutex(nil)
+            init(fd: Int32) { self.fd = fd }
+            func ioReady(_ events: IOEvents) {
+                var buf = [UInt8](repeating: 0, count: 64)
+                let r = buf.withUnsafeMutableBytes { Socket.read(fd, into: $0) }
+                if case .transferred(let n) = r {
+                    let t = total.withLock { $0 += n; return $0 }
+                    if t >= 3 { done.withLock { $0?.resume(); $0 = nil } }
+                }
+            }
+        }
+        let loop = IOLoop.shared
+        let (a, b) = try socketPair()
+        defer { Socket.close(b) }
+        let reader = Reader(fd: a)
+        let registration = try loop.register(fd: a, interest: .readable, handler: reader)
+        await withCheckedContinuation { cont in
+            reader.done.withLock { $0 = cont }
+            _ = writeByte(b); _ = writeByte(b); _ = writeByte(b)
+        }
+        #expect(reader.total.withLock { $0 } == 3)
+        registration.close()
+        // After close on the loop thread, the peer sees end of file.
+        try await Task.sleep(for: .milliseconds(20))
+        var buf = [UInt8](repeating: 0, count: 8)
+        let r = buf.withUnsafeMutableBytes { Socket.read(b, into: $0) }
+        #expect(r == .endOfFile)
+    }
+
+    @Test func taskExecutorPreferenceRunsOnTheLoop() async throws {
+        let loop = IOLoop(name: "test-executor")
+        defer { loop.shutdown() }
+        let onLoop = await withTaskExecutorPreference(loop) {
+            await Task.yield()
+            return loop.inLoop
+        }
+        #expect(onLoop)
+    }
+
+    @Test func connectRefusedIsAClearError() async throws {
+        // Bind a port, then close it, so nothing listens there.
+        let port = try freePort()
+        await #expect(throws: IOError.self) {
+            _ = try await Socket.connectTCP(host: "127.0.0.1", port: port, loop: .shared, deadline: .now + .seconds(2))
+        }
+        do {
+            _ = try await Socket.connectTCP(host: "127.0.0.1", port: port, loop: .shared, deadline: .now + .seconds(2))
+        } catch let error as IOError {
+            #expect(error.code == ECONNREFUSED)
+            #expect(error.description.contains("127.0.0.1:\(port)"))
+        }
+    }
+
+    @Test func connectsToALocalListenerByName() async throws {
+        let (listener, port) = try listen()
+        defer { Socket.close(listener) }
+        let fd = try await Socket.connectTCP(host: "localhost", port: port, loop: .shared, deadline: .now + .seconds(2))
+        defer { Socket.close(fd) }
+        #expect(fd >= 0)
+        #expect(writeByte(fd) == .transferred(1))
+    }
+
+    @Test func unresolvableHostIsAnError() async throws {
+        await #expect(throws: IOError.self) {
+            _ = try await Socket.connectTCP(host: "no-such-host.invalid", port: 1, loop: .shared, deadline: .now + .seconds(5))
+        }
+    }
+}
+
+private func listen() throws -> (Int32, Int) {
+    #if canImport(Glibc)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    #else
+    let fd = socket(AF_INET, SOCK_STREAM, 0)
+    #endif
+    try #require(fd >= 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    try #require(rc == 0)
+    try #require(Glibc.listen(fd, 16) == 0)
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+}
+
+private func freePort() throws -> Int {
+    let (fd, port) = try listen()
+    Socket.close(fd)
+    return port
+}
+
+extension Tag {
+    @Tag static var unit: Self
+}

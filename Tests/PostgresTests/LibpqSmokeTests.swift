@@ -1,0 +1,29 @@
+import CLibpq
+import Foundation
+import TestSupport
+import Testing
+
+/// The C module itself, against the real server: the base every Postgres test stands on.
+@Suite struct LibpqSmokeTests {
+    @Test func selectOneWithTheURLsCredentials() throws {
+        let url = try TestEnvironment.databaseURL()
+        let conn = try #require(PQconnectdb(url))
+        defer { PQfinish(conn) }
+        #expect(PQstatus(conn) == CONNECTION_OK, "\(String(cString: PQerrorMessage(conn)))")
+        let result = PQexec(conn, "SELECT 1")
+        defer { PQclear(result) }
+        #expect(PQresultStatus(result) == PGRES_TUPLES_OK)
+        #expect(String(cString: PQgetvalue(result, 0, 0)) == "1")
+    }
+
+    @Test func aWrongPasswordFailsWithAnAuthenticationError() throws {
+        var components = try #require(URLComponents(string: try TestEnvironment.databaseURL()))
+        components.password = "definitely-not-the-password"
+        let conn = try #require(PQconnectdb(try #require(components.url?.absoluteString)))
+        defer { PQfinish(conn) }
+        #expect(PQstatus(conn) == CONNECTION_BAD)
+        let message = String(cString: PQerrorMessage(conn))
+        #expect(message.contains("password authentication failed"), "\(message)")
+        #expect(!message.contains("definitely-not-the-password"))
+    }
+}
