@@ -1,1 +1,6 @@
-// The CacheAside module.
+import Foundation
+
+extension UUID: CacheIdentifier {
+    /// The lower-case canonical form.
+    public var cacheKeyComponent: String { uuidString.lowercased() }
+}

@@ -19,7 +19,8 @@ import Testing
     @Test func aWrongPasswordFailsWithAnAuthenticationError() throws {
         var components = try #require(URLComponents(string: try TestEnvironment.databaseURL()))
         components.password = "definitely-not-the-password"
-        let conn = try #require(PQconnectdb(try #require(components.url?.absoluteString)))
+        let badURL = try #require(components.url).absoluteString
+        let conn = try #require(PQconnectdb(badURL))
         defer { PQfinish(conn) }
         #expect(PQstatus(conn) == CONNECTION_BAD)
         let message = String(cString: PQerrorMessage(conn))

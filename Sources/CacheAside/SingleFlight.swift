@@ -1,0 +1,106 @@
+import Synchronization
+
+/// One in-flight load of one key in this process, which other callers can join.
+///
+/// Its outcome is either a value, "start afresh" (the load's fill was rejected, so a
+/// write may have happened after some joiner began: the joiner must not get the value
+/// the load read), or a failure.
+final class Flight<Value: Sendable>: Sendable {
+    enum Outcome: Sendable {
+        case value(Value)
+        case retry
+        case failure(any Error)
+    }
+
+    private struct State {
+        var outcome: Outcome?
+        var waiters: [UInt64: CheckedContinuation<Outcome, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    /// Waits for the outcome. A cancelled waiter leaves alone, with a
+    /// `CancellationError`, and the load goes on for the others.
+    func wait() async -> Outcome {
+        let id: UInt64 = state.withLock { s in
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (cont: CheckedContinuation<Outcome, Never>) in
+                let ready: Outcome? = state.withLock { s in
+                    if let outcome = s.outcome { return outcome }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.waiters[id] = cont
+                    return nil
+                }
+                if let ready { cont.resume(returning: ready) }
+            }
+        } onCancel: {
+            let cont = state.withLock { s in s.waiters.removeValue(forKey: id) }
+            cont?.resume(returning: .failure(CancellationError()))
+        }
+    }
+
+    /// Sets the outcome and wakes every waiter. Only the first call counts.
+    func resolve(_ outcome: Outcome) {
+        let waiters: [CheckedContinuation<Outcome, Never>] = state.withLock { s in
+            if s.outcome != nil { return [] }
+            s.outcome = outcome
+            let all = Array(s.waiters.values)
+            s.waiters.removeAll()
+            return all
+        }
+        for waiter in waiters { waiter.resume(returning: outcome) }
+    }
+
+    /// How many callers wait (for tests and metrics).
+    var waiterCount: Int { state.withLock { $0.waiters.count } }
+}
+
+/// The per-process single-flight table: at most one load per key at a time.
+///
+/// Rules (DESIGN.md): a write in this process removes the key's flight (``forget(_:)``),
+/// so callers that start after the write start afresh; a load leaves the table before it
+/// sends its fill (``leave(_:_:)``), so nobody joins it after a write could have deleted
+/// what it filled.
+final class SingleFlightTable: Sendable {
+    private let flights = Mutex<[String: AnyObject]>([:])
+
+    enum Role<Value: Sendable> {
+        case leader(Flight<Value>)
+        case follower(Flight<Value>)
+    }
+
+    /// Joins the key's flight, or starts one and becomes its leader.
+    func join<Value: Sendable>(_ key: String, as type: Value.Type) -> Role<Value> {
+        flights.withLock { table in
+            if let existing = table[key] as? Flight<Value> {
+                return .follower(existing)
+            }
+            let flight = Flight<Value>()
+            table[key] = flight
+            return .leader(flight)
+        }
+    }
+
+    /// Removes `flight` from the table if it is still the key's flight.
+    func leave<Value: Sendable>(_ key: String, _ flight: Flight<Value>) {
+        flights.withLock { table in
+            if let current = table[key], current === flight {
+                table.removeValue(forKey: key)
+            }
+        }
+    }
+
+    /// Removes whatever flight the key has: a write happened.
+    func forget(_ key: String) {
+        _ = flights.withLock { table in table.removeValue(forKey: key) }
+    }
+
+    /// Whether the key has a flight (for tests).
+    func hasFlight(_ key: String) -> Bool {
+        flights.withLock { $0[key] != nil }
+    }
+}
