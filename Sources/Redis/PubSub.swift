@@ -1,0 +1,146 @@
+import Logging
+import Synchronization
+
+/// A message received on a subscription.
+public struct RedisPubSubMessage: Sendable, Hashable {
+    /// The channel it was published to.
+    public var channel: String
+    /// The published bytes.
+    public var payload: [UInt8]
+    /// The pattern it matched, for a ``RedisClient/psubscribe(patterns:)`` subscription.
+    public var pattern: String?
+
+    /// Creates a message.
+    public init(channel: String, payload: [UInt8], pattern: String? = nil) {
+        self.channel = channel
+        self.payload = payload
+        self.pattern = pattern
+    }
+
+    /// The payload decoded as UTF-8 (invalid sequences repaired).
+    public var payloadString: String { String(decoding: payload, as: UTF8.self) }
+
+    /// Reads a `message` or `pmessage` push; `nil` for any other reply.
+    init?(push: RESPValue) {
+        guard case .array(let parts) = push, parts.count >= 3, case .bulkString(let kind) = parts[0] else { return nil }
+        if parts.count == 3, kind.elementsEqual("message".utf8),
+            case .bulkString(let channel) = parts[1], case .bulkString(let payload) = parts[2]
+        {
+            self.init(channel: String(decoding: channel, as: UTF8.self), payload: payload)
+        } else if parts.count == 4, kind.elementsEqual("pmessage".utf8),
+            case .bulkString(let pattern) = parts[1], case .bulkString(let channel) = parts[2],
+            case .bulkString(let payload) = parts[3]
+        {
+            self.init(
+                channel: String(decoding: channel, as: UTF8.self), payload: payload,
+                pattern: String(decoding: pattern, as: UTF8.self))
+        } else {
+            return nil
+        }
+    }
+}
+
+/// The messages of a subscription, as an `AsyncSequence`, on a connection of its own.
+///
+/// ```swift
+/// let subscription = try await redis.subscribe(channels: ["invalidations"])
+/// for try await message in subscription {
+///     print(message.channel, message.payloadString)
+/// }
+/// ```
+///
+/// The subscription survives reconnects: after the connection breaks it is reopened
+/// with backoff and the channels and patterns are subscribed again. Messages published
+/// while it was down are lost (Redis pub/sub delivers at most once).
+///
+/// The sequence ends, and the connection is closed (which unsubscribes), on
+/// ``close()`` or when the iterating task is cancelled; and the connection is closed
+/// when the last copy of the subscription and its iterator are gone (for example once a
+/// `for` loop over it was left with `break` and the subscription went out of scope).
+/// It supports one iterator.
+///
+/// If the consumer falls behind by more than the buffer limit given at subscribe time,
+/// the oldest buffered messages are dropped and a warning is logged.
+public struct RedisSubscription: AsyncSequence, Sendable {
+    public typealias Element = RedisPubSubMessage
+
+    let stream: AsyncThrowingStream<RedisPubSubMessage, any Error>
+    let continuation: AsyncThrowingStream<RedisPubSubMessage, any Error>.Continuation
+    let closer: Closer
+
+    /// Unsubscribes and closes the connection; the sequence then ends.
+    public func close() async {
+        await closer.connection.close()
+        continuation.finish()
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), closer: closer)
+    }
+
+    /// Iterates the messages.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<RedisPubSubMessage, any Error>.AsyncIterator
+        let closer: Closer
+
+        public mutating func next() async throws -> RedisPubSubMessage? {
+            try await base.next()
+        }
+    }
+
+    /// Closes the connection when the subscription and its iterator are gone.
+    final class Closer: Sendable {
+        let connection: RedisConnection
+        init(connection: RedisConnection) { self.connection = connection }
+        deinit { connection.closeNow() }
+    }
+}
+
+extension RedisClient {
+    /// Subscribes to `channels` on a dedicated connection and returns once the server
+    /// confirmed the subscription: anything published from then on is received.
+    ///
+    /// - Parameter bufferLimit: how many messages may wait for the consumer before the
+    ///   oldest are dropped.
+    /// - Throws: ``RedisError`` if the first connect or `SUBSCRIBE` fails.
+    public func subscribe(channels: [String], bufferLimit: Int = 100_000) async throws -> RedisSubscription {
+        try await makeSubscription(channels: channels, patterns: [], bufferLimit: bufferLimit)
+    }
+
+    /// Subscribes to channels matching `patterns` (`PSUBSCRIBE`, glob-style) on a
+    /// dedicated connection; messages carry the ``RedisPubSubMessage/pattern`` they
+    /// matched. Returns once the server confirmed the subscription.
+    public func psubscribe(patterns: [String], bufferLimit: Int = 100_000) async throws -> RedisSubscription {
+        try await makeSubscription(channels: [], patterns: patterns, bufferLimit: bufferLimit)
+    }
+
+    private func makeSubscription(channels: [String], patterns: [String], bufferLimit: Int) async throws -> RedisSubscription {
+        guard !channels.isEmpty || !patterns.isEmpty else {
+            throw RedisError.configuration("subscribe needs at least one channel or pattern")
+        }
+        let (stream, continuation) = AsyncThrowingStream<RedisPubSubMessage, any Error>.makeStream(
+            bufferingPolicy: .bufferingNewest(max(bufferLimit, 1)))
+        let dropped = Atomic<Int>(0)
+        let logger = self.logger
+        let sink: @Sendable (RedisPubSubMessage) -> Void = { message in
+            if case .dropped = continuation.yield(message) {
+                let n = dropped.wrappingAdd(1, ordering: .relaxed).newValue
+                if n & (n - 1) == 0 {
+                    logger.warning("subscriber is not keeping up: \(n) message(s) dropped so far")
+                }
+            }
+        }
+        let connection = RedisConnection(
+            configuration: configuration, role: .subscriber(channels: channels, patterns: patterns, sink: sink),
+            loop: loop, logger: logger)
+        continuation.onTermination = { [weak connection] _ in connection?.closeNow() }
+        do {
+            try await connection.waitUntilReady()
+        } catch {
+            connection.closeNow()
+            continuation.finish()
+            throw error
+        }
+        return RedisSubscription(stream: stream, continuation: continuation, closer: .init(connection: connection))
+    }
+}

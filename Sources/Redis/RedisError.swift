@@ -1,0 +1,79 @@
+/// An error from the Redis client: a server's error reply, kept apart from failures of
+/// the connection itself (connection, timeout, protocol, authentication) and from bad
+/// configuration.
+///
+/// No `RedisError` ever contains a password.
+public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public struct Kind: Sendable, Hashable, CustomStringConvertible {
+        let name: String
+
+        /// The server answered the command with an error reply (`WRONGTYPE`, `NOSCRIPT`,
+        /// `ERR ...`). The connection is fine.
+        public static let server = Kind(name: "server")
+        /// The connection could not be opened, broke (EOF, reset, write failure), or is
+        /// down and waiting to reconnect.
+        public static let connection = Kind(name: "connection")
+        /// No reply within the command timeout (or the connect timeout). The
+        /// connection is closed and reopened, since replies come in order.
+        public static let timeout = Kind(name: "timeout")
+        /// The server sent something that is not valid RESP, or a reply nobody asked
+        /// for, or a reply of a type the command cannot return.
+        public static let `protocol` = Kind(name: "protocol")
+        /// `AUTH` failed at connect (wrong user or password, or no password given to a
+        /// server that requires one).
+        public static let authentication = Kind(name: "authentication")
+        /// The configuration is invalid (a bad URL, an out-of-range database).
+        public static let configuration = Kind(name: "configuration")
+
+        public var description: String { name }
+    }
+
+    /// What kind of failure this is.
+    public var kind: Kind
+    /// What failed and why. For ``Kind/server``, the server's error text, prefix
+    /// included (`WRONGTYPE Operation against a key holding the wrong kind of value`).
+    public var message: String
+
+    /// Creates an error.
+    public init(kind: Kind, message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// True when the server answered the command with an error reply.
+    public var isServerError: Bool { kind == .server }
+
+    /// True when the command failed because Redis could not be reached or used: a
+    /// connection failure, a timeout, a protocol error (which breaks the connection) or
+    /// an authentication failure at connect. This is what a circuit breaker counts; a
+    /// server error reply is not.
+    public var isConnectionFailure: Bool {
+        kind == .connection || kind == .timeout || kind == .protocol || kind == .authentication
+    }
+
+    /// True for a timeout.
+    public var isTimeout: Bool { kind == .timeout }
+
+    /// The first word of a server error (`WRONGTYPE`, `NOSCRIPT`, `ERR`, `NOAUTH`), or
+    /// `nil` for other kinds.
+    public var serverErrorPrefix: String? {
+        guard kind == .server else { return nil }
+        let word = message.prefix { $0 != " " }
+        return word.isEmpty ? nil : String(word)
+    }
+
+    public var description: String {
+        switch kind {
+        case .server: return "Redis error: \(message)"
+        default: return "Redis \(kind) error: \(message)"
+        }
+    }
+
+    static func server(_ message: String) -> RedisError { RedisError(kind: .server, message: message) }
+    static func connection(_ message: String) -> RedisError { RedisError(kind: .connection, message: message) }
+    static func timeout(_ message: String) -> RedisError { RedisError(kind: .timeout, message: message) }
+    static func protocolError(_ message: String) -> RedisError { RedisError(kind: .protocol, message: message) }
+    static func authentication(_ message: String) -> RedisError { RedisError(kind: .authentication, message: message) }
+    static func configuration(_ message: String) -> RedisError { RedisError(kind: .configuration, message: message) }
+}

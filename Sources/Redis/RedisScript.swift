@@ -1,0 +1,25 @@
+/// A Lua script run with `EVALSHA`.
+///
+/// The SHA-1 is computed locally, so the first run is a plain `EVALSHA`. When the
+/// server does not know the script (`NOSCRIPT`: after a restart, a failover or
+/// `SCRIPT FLUSH`), ``RedisClient/evalSHA(_:keys:arguments:)`` loads it with
+/// `SCRIPT LOAD` and retries once.
+///
+/// ```swift
+/// let compareAndDelete = RedisScript(source: """
+///     if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+///     return 0
+///     """)
+/// ```
+public struct RedisScript: Sendable, Hashable {
+    /// The Lua source.
+    public let source: String
+    /// The script's SHA-1, 40 lower-case hex digits, as Redis names it.
+    public let sha1: String
+
+    /// Creates a script from its Lua source.
+    public init(source: String) {
+        self.source = source
+        self.sha1 = SHA1.hexDigest(source.utf8)
+    }
+}

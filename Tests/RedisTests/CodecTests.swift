@@ -1,0 +1,150 @@
+@testable import Redis
+import Testing
+
+/// The pure pieces: reply parsing and conversion, command encoding, SHA-1, backoff,
+/// error classification. No server.
+@Suite struct CodecTests {
+    private func parse(_ chunks: [String]) throws -> [RESPValue] {
+        let parser = try RESPParser()
+        var replies: [RESPValue] = []
+        for chunk in chunks {
+            let bytes = Array(chunk.utf8)
+            try bytes.withUnsafeBytes { try parser.feed($0) }
+            while let reply = try parser.next() { replies.append(reply) }
+        }
+        return replies
+    }
+
+    @Test func convertsEveryReplyType() throws {
+        let replies = try parse([
+            "+OK\r\n", "-WRONGTYPE bad type\r\n", ":-42\r\n", "$5\r\nhello\r\n", "$-1\r\n", "$0\r\n\r\n",
+            "*3\r\n$1\r\na\r\n:7\r\n*2\r\n+x\r\n$-1\r\n", "*-1\r\n", "*0\r\n",
+        ])
+        #expect(replies == [
+            .simpleString("OK"),
+            .error("WRONGTYPE bad type"),
+            .integer(-42),
+            .bulkString(Array("hello".utf8)),
+            .null,
+            .bulkString([]),
+            .array([.bulkString([97]), .integer(7), .array([.simpleString("x"), .null])]),
+            .null,
+            .array([]),
+        ])
+    }
+
+    @Test func reassemblesRepliesSplitAcrossReads() throws {
+        let binary = "a\0b\r\nc"
+        let replies = try parse(["$6\r", "\na\0b", "\r\nc\r", "\n:1", "2\r\n"])
+        #expect(replies == [.bulkString(Array(binary.utf8)), .integer(12)])
+    }
+
+    @Test func rejectsInvalidProtocol() throws {
+        let parser = try RESPParser()
+        let bytes = Array("!nonsense\r\n".utf8)
+        try bytes.withUnsafeBytes { try parser.feed($0) }
+        do {
+            _ = try parser.next()
+            Issue.record("parsed invalid RESP")
+        } catch {
+            #expect(error.kind == .protocol)
+            #expect(error.isConnectionFailure)
+        }
+    }
+
+    @Test func valueAccessors() {
+        #expect(RESPValue.bulkString(Array("12".utf8)).integer == 12)
+        #expect(RESPValue.integer(3).integer == 3)
+        #expect(RESPValue.simpleString("OK").string == "OK")
+        #expect(RESPValue.bulkString([0xE2, 0x82, 0xAC]).string == "€")
+        #expect(RESPValue.null.isNull)
+        #expect(RESPValue.null.bytes == nil)
+        #expect(RESPValue.error("ERR x").errorMessage == "ERR x")
+        #expect(RESPValue.array([.integer(1)]).array == [.integer(1)])
+        #expect(RESPValue.integer(1).array == nil)
+        #expect(RESPValue.bulkString(.init(repeating: 65, count: 100)).description.contains("(100 bytes)"))
+    }
+
+    private func text(_ command: EncodedCommand) -> String {
+        defer { command.free() }
+        return String(decoding: command.bytes, as: UTF8.self)
+    }
+
+    @Test func encodesCommandsWithHiredis() throws {
+        #expect(text(try RESPEncoder.encode("GET", "user:1")) == "*2\r\n$3\r\nGET\r\n$6\r\nuser:1\r\n")
+        #expect(text(try RESPEncoder.encode("GET", "")) == "*2\r\n$3\r\nGET\r\n$0\r\n\r\n")
+        #expect(text(try RESPEncoder.encode("GET", "ключ")) == "*2\r\n$3\r\nGET\r\n$8\r\nключ\r\n")
+        let typed = try RESPEncoder.encode([
+            .literal("SET"), .string("k"), .bytes([0, 13, 10]), .literal("PX"), .integer(-1234), .integer(0), .integer(Int64.min),
+        ])
+        #expect(text(typed) == "*7\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n\0\r\n\r\n$2\r\nPX\r\n$5\r\n-1234\r\n$1\r\n0\r\n$20\r\n-9223372036854775808\r\n")
+        let raw = try RESPEncoder.encode([Array("ECHO".utf8), []])
+        #expect(text(raw) == "*2\r\n$4\r\nECHO\r\n$0\r\n\r\n")
+        let pipeline = try RESPEncoder.concatenate([try RESPEncoder.encode("GET", "a"), try RESPEncoder.encode("GET", "b")])
+        #expect(text(pipeline) == "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n")
+        #expect(throws: RedisError.self) { try RESPEncoder.encode([[UInt8]]()) }
+    }
+
+    @Test func sha1MatchesKnownVectors() {
+        #expect(SHA1.hexDigest("".utf8) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
+        #expect(SHA1.hexDigest("abc".utf8) == "a9993e364706816aba3e25717850c26c9cd0d89d")
+        #expect(SHA1.hexDigest("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8) == "84983e441c3bd26ebaae4aa1f95129e5e54670f1")
+        #expect(SHA1.hexDigest("The quick brown fox jumps over the lazy dog".utf8) == "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12")
+        #expect(SHA1.hexDigest([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)) == "34aa973cd4c4daa4f61eeb2bdbad27316534016f")
+        // Lengths around the 55/56/64-byte padding boundaries.
+        #expect(SHA1.hexDigest([UInt8](repeating: 0x61, count: 55)) == "c1c8bbdc22796e28c0e15163d20899b65621d65a")
+        #expect(SHA1.hexDigest([UInt8](repeating: 0x61, count: 56)) == "c2db330f6083854c99d4b5bfb6e8f29f201be699")
+        #expect(SHA1.hexDigest([UInt8](repeating: 0x61, count: 64)) == "0098ba824b5c16427bd7a1122a5a442a25ec644d")
+        #expect(RedisScript(source: "return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+    }
+
+    @Test func backoffDoublesUpToTheMaximumWithJitter() {
+        let minimum = Duration.milliseconds(100), maximum = Duration.seconds(2)
+        func ms(_ failures: Int, _ random: Double) -> Int64 {
+            Backoff.nanoseconds(Backoff.delay(afterFailures: failures, minimum: minimum, maximum: maximum, random: random)) / 1_000_000
+        }
+        #expect(ms(1, 1) == 100)
+        #expect(ms(1, 0) == 50)
+        #expect(ms(2, 1) == 200)
+        #expect(ms(3, 1) == 400)
+        #expect(ms(5, 1) == 1600)
+        #expect(ms(6, 1) == 2000)
+        #expect(ms(60, 1) == 2000)
+        #expect(ms(1_000_000, 0.5) == 1500)
+        #expect(ms(0, 1) == 100)
+        for failures in 1...20 {
+            for _ in 0..<20 {
+                let d = Backoff.delay(afterFailures: failures, minimum: minimum, maximum: maximum, random: Double.random(in: 0...1))
+                #expect(d >= minimum / 2 && d <= maximum)
+            }
+        }
+    }
+
+    @Test func errorClassification() {
+        let server = RedisError(kind: .server, message: "WRONGTYPE Operation against a key holding the wrong kind of value")
+        #expect(server.isServerError)
+        #expect(!server.isConnectionFailure)
+        #expect(server.serverErrorPrefix == "WRONGTYPE")
+        #expect("\(server)".contains("WRONGTYPE Operation"))
+        for kind in [RedisError.Kind.connection, .timeout, .protocol, .authentication] {
+            let e = RedisError(kind: kind, message: "x")
+            #expect(e.isConnectionFailure)
+            #expect(!e.isServerError)
+            #expect(e.serverErrorPrefix == nil)
+        }
+        #expect(RedisError(kind: .timeout, message: "x").isTimeout)
+        #expect(!RedisError(kind: .configuration, message: "x").isConnectionFailure)
+    }
+
+    @Test func pubSubPushMessagesAreRecognized() {
+        let message = RedisPubSubMessage(push: .array([.bulkString(Array("message".utf8)), .bulkString(Array("ch".utf8)), .bulkString([0, 1])]))
+        #expect(message == RedisPubSubMessage(channel: "ch", payload: [0, 1]))
+        let pmessage = RedisPubSubMessage(push: .array([
+            .bulkString(Array("pmessage".utf8)), .bulkString(Array("c*".utf8)), .bulkString(Array("ch".utf8)), .bulkString(Array("hi".utf8)),
+        ]))
+        #expect(pmessage == RedisPubSubMessage(channel: "ch", payload: Array("hi".utf8), pattern: "c*"))
+        #expect(pmessage?.payloadString == "hi")
+        let confirmation = RedisPubSubMessage(push: .array([.bulkString(Array("subscribe".utf8)), .bulkString(Array("ch".utf8)), .integer(1)]))
+        #expect(confirmation == nil)
+    }
+}

@@ -1,0 +1,325 @@
+import Redis
+import TestSupport
+import Testing
+
+/// Commands against the real, password-protected server. Every test uses keys under its
+/// own unique prefix, so the tests run in parallel with each other and with other
+/// suites on the same server.
+@Suite struct CommandTests {
+    @Test func binaryValuesRoundTrip() async throws {
+        let p = TestEnvironment.uniqueName("binary")
+        try await withClient { redis in
+            let values: [String: [UInt8]] = [
+                "\(p):nul": [0, 0, 65, 0],
+                "\(p):crlf": Array("line1\r\nline2\r\n\r\n$3\r\n*1\r\n".utf8),
+                "\(p):empty": [],
+                "\(p):big": .random(count: 1 << 20),
+                "\(p):ключ with spaces\r\n": Array("unicode key".utf8),
+            ]
+            for (key, value) in values {
+                #expect(try await redis.set(key, to: value))
+            }
+            for (key, value) in values {
+                let read = try await redis.get(key)
+                #expect(read == value, "\(key): \(read?.count ?? -1) bytes back for \(value.count)")
+            }
+            #expect(try await redis.getString("\(p):crlf") == "line1\r\nline2\r\n\r\n$3\r\n*1\r\n")
+            // The big value also comes back through MGET and a pipeline intact.
+            let many = try await redis.mget(["\(p):big", "\(p):nul"])
+            #expect(many == [values["\(p):big"], values["\(p):nul"]])
+            let piped = try await redis.pipeline([[Array("GET".utf8), Array("\(p):big".utf8)]])
+            #expect(piped == [.bulkString(values["\(p):big"] ?? [])])
+            #expect(try await redis.del(Array(values.keys)) == values.count)
+        }
+    }
+
+    @Test func tenThousandConcurrentGetsOnOneConnectionEachGetTheirOwnAnswer() async throws {
+        let p = TestEnvironment.uniqueName("concurrent")
+        let count = 10_000
+        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .seconds(10) }) { redis in
+            // Distinct values, written in one pipeline.
+            let sets = (0..<count).map { i in [Array("SET".utf8), Array("\(p):\(i)".utf8), Array("value-\(i)-\(i * 7919)".utf8)] }
+            let replies = try await redis.pipeline(sets)
+            #expect(replies.allSatisfy { $0 == .simpleString("OK") })
+
+            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<count {
+                    group.addTask {
+                        try await redis.getString("\(p):\(i)") == "value-\(i)-\(i * 7919)" ? 0 : 1
+                    }
+                }
+                var bad = 0
+                for try await m in group { bad += m }
+                return bad
+            }
+            #expect(mismatches == 0)
+            _ = try await redis.pipeline(stride(from: 0, to: count, by: 1000).map { start in
+                [Array("DEL".utf8)] + (start..<min(start + 1000, count)).map { Array("\(p):\($0)".utf8) }
+            })
+        }
+    }
+
+    @Test func serverErrorReachesTheCallerWithItsText() async throws {
+        let p = TestEnvironment.uniqueName("wrongtype")
+        try await withClient { redis in
+            _ = try await redis.send("LPUSH", "\(p):list", "x")
+            let error = await expectError { try await redis.get("\(p):list") }
+            let redisError = try #require(error as? RedisError)
+            #expect(redisError.kind == .server)
+            #expect(redisError.isServerError)
+            #expect(!redisError.isConnectionFailure)
+            #expect(redisError.serverErrorPrefix == "WRONGTYPE")
+            #expect(redisError.message.contains("WRONGTYPE Operation against a key holding the wrong kind of value"))
+
+            let unknown = await expectError { try await redis.send("NOSUCHCOMMAND", "x") } as? RedisError
+            #expect(unknown?.serverErrorPrefix == "ERR")
+            #expect(unknown?.message.contains("unknown command") == true)
+
+            // The connection is unharmed.
+            #expect(try await redis.send("PING") == .simpleString("PONG"))
+            #expect(try await redis.del(["\(p):list"]) == 1)
+        }
+    }
+
+    @Test func wrongPasswordIsAClearAuthenticationError() async throws {
+        let wrong = "not-the-password-\(TestEnvironment.uniqueName("pw"))"
+        try await withClient({ $0.password = wrong; $0.connectionCount = 1 }) { redis in
+            let first = await expectError { try await redis.get("anything") } as? RedisError
+            #expect(first?.kind == .authentication)
+            #expect(first?.isConnectionFailure == true)
+            #expect(first?.message.contains("authentication") == true, "\(String(describing: first))")
+            #expect(first?.message.contains("WRONGPASS") == true)
+            #expect(first.map { "\($0)".contains(wrong) } == false)
+
+            // While the client backs off, commands fail fast with the same kind of error.
+            let start = ContinuousClock.now
+            let second = await expectError { try await redis.set("anything", to: "x") } as? RedisError
+            #expect(second?.kind == .authentication)
+            #expect(second.map { $0.message.contains(wrong) } == false)
+            #expect(seconds(since: start) < 0.5)
+        }
+    }
+
+    @Test func setConditionsAndExpirations() async throws {
+        let p = TestEnvironment.uniqueName("set")
+        try await withClient { redis in
+            let key = "\(p):k"
+            // NX: only when absent.
+            #expect(try await redis.set(key, to: "first", condition: .ifNotExists))
+            #expect(try await redis.set(key, to: "second", condition: .ifNotExists) == false)
+            #expect(try await redis.getString(key) == "first")
+            // XX: only when present.
+            #expect(try await redis.set("\(p):absent", to: "x", condition: .ifExists) == false)
+            #expect(try await redis.exists("\(p):absent") == false)
+            #expect(try await redis.set(key, to: "third", condition: .ifExists))
+            #expect(try await redis.getString(key) == "third")
+            // No expiration unless asked; -2 for a missing key.
+            #expect(try await redis.ttl(key) == -1)
+            #expect(try await redis.ttl("\(p):absent") == -2)
+            #expect(try await redis.pttl("\(p):absent") == -2)
+            // EX and PX.
+            #expect(try await redis.set(key, to: "ex", expiration: .seconds(100)))
+            #expect((99...100).contains(try await redis.ttl(key)))
+            #expect(try await redis.set("\(p):px", to: "px", expiration: .milliseconds(1500), condition: .ifNotExists))
+            let pttl = try await redis.pttl("\(p):px")
+            #expect(pttl > 0 && pttl <= 1500)
+            // A short PX really expires.
+            #expect(try await redis.set("\(p):short", to: "x", expiration: .milliseconds(30)))
+            let gone = try await eventually(timeout: .seconds(3)) { try await redis.get("\(p):short") == nil ? true : nil }
+            #expect(gone == true)
+            // EXPIRE / PEXPIRE.
+            #expect(try await redis.expire(key, seconds: 500))
+            #expect((499...500).contains(try await redis.ttl(key)))
+            #expect(try await redis.pexpire(key, milliseconds: 60_000))
+            #expect((59_000...60_000).contains(try await redis.pttl(key)))
+            #expect(try await redis.expire("\(p):absent", seconds: 5) == false)
+            #expect(try await redis.del([key, "\(p):px"]) == 2)
+        }
+    }
+
+    @Test func mgetReportsMissingKeysAsNil() async throws {
+        let p = TestEnvironment.uniqueName("mget")
+        try await withClient { redis in
+            try await redis.set("\(p):a", to: "A")
+            try await redis.set("\(p):c", to: [])
+            _ = try await redis.send("LPUSH", "\(p):list", "x")
+            let values = try await redis.mget(["\(p):a", "\(p):missing", "\(p):c", "\(p):list", "\(p):a"])
+            #expect(values == [Array("A".utf8), nil, [], nil, Array("A".utf8)])
+            #expect(try await redis.mget([]) == [])
+            _ = try await redis.del(["\(p):a", "\(p):c", "\(p):list"])
+        }
+    }
+
+    @Test func delUnlinkExistsIncr() async throws {
+        let p = TestEnvironment.uniqueName("keys")
+        try await withClient { redis in
+            for i in 0..<4 { try await redis.set("\(p):\(i)", to: "v") }
+            #expect(try await redis.exists(["\(p):0", "\(p):1", "\(p):nope", "\(p):0"]) == 3)
+            #expect(try await redis.del("\(p):0", "\(p):1", "\(p):nope") == 2)
+            #expect(try await redis.unlink(["\(p):2", "\(p):3", "\(p):nope"]) == 2)
+            #expect(try await redis.exists(["\(p):0", "\(p):1", "\(p):2", "\(p):3"]) == 0)
+            #expect(try await redis.del([]) == 0)
+
+            #expect(try await redis.incr("\(p):n") == 1)
+            #expect(try await redis.incr("\(p):n") == 2)
+            #expect(try await redis.incrBy("\(p):n", 40) == 42)
+            #expect(try await redis.incrBy("\(p):n", -50) == -8)
+            try await redis.set("\(p):text", to: "abc")
+            let notInteger = await expectError { try await redis.incr("\(p):text") } as? RedisError
+            #expect(notInteger?.isServerError == true)
+            #expect(notInteger?.message.contains("not an integer") == true)
+            _ = try await redis.del(["\(p):n", "\(p):text"])
+        }
+    }
+
+    @Test func pipelineKeepsOrderAndReturnsErrorsInPlace() async throws {
+        let p = TestEnvironment.uniqueName("pipeline")
+        try await withClient { redis in
+            func c(_ parts: String...) -> [[UInt8]] { parts.map { Array($0.utf8) } }
+            var commands: [[[UInt8]]] = []
+            for i in 0..<50 { commands.append(c("SET", "\(p):\(i)", "v\(i)")) }
+            commands.append(c("LPUSH", "\(p):list", "x"))
+            commands.append(c("INCR", "\(p):list"))  // WRONGTYPE, in the middle
+            for i in 0..<50 { commands.append(c("GET", "\(p):\(i)")) }
+            commands.append(c("INCR", "\(p):counter"))
+            commands.append(c("INCR", "\(p):counter"))
+            commands.append(c("GET", "\(p):missing"))
+
+            let replies = try await redis.pipeline(commands)
+            #expect(replies.count == commands.count)
+            #expect(replies[0..<50].allSatisfy { $0 == .simpleString("OK") })
+            #expect(replies[50] == .integer(1))
+            #expect(replies[51].errorMessage?.hasPrefix("WRONGTYPE") == true)
+            for i in 0..<50 { #expect(replies[52 + i] == .bulkString(Array("v\(i)".utf8))) }
+            #expect(Array(replies.suffix(3)) == [.integer(1), .integer(2), .null])
+            #expect(try await redis.pipeline([]) == [])
+            _ = try await redis.del((0..<50).map { "\(p):\($0)" } + ["\(p):list", "\(p):counter"])
+        }
+    }
+
+    @Test func genericSendAndScan() async throws {
+        let p = TestEnvironment.uniqueName("scan")
+        try await withClient { redis in
+            for i in 0..<25 { try await redis.set("\(p):\(i)", to: "v") }
+            var cursor = "0"
+            var found = Set<String>()
+            repeat {
+                let reply = try await redis.send("SCAN", cursor, "MATCH", "\(p):*", "COUNT", "100")
+                let parts = try #require(reply.array)
+                cursor = try #require(parts[0].string)
+                for key in try #require(parts[1].array) { found.insert(try #require(key.string)) }
+            } while cursor != "0"
+            #expect(found == Set((0..<25).map { "\(p):\($0)" }))
+            #expect(try await redis.send([Array("ECHO".utf8), [0, 13, 10, 255]]) == .bulkString([0, 13, 10, 255]))
+            _ = try await redis.del(Array(found))
+        }
+    }
+
+    @Test func scriptRunsAgainAfterScriptFlush() async throws {
+        let p = TestEnvironment.uniqueName("script")
+        // A script unique to this run, so the first call really meets NOSCRIPT.
+        let script = RedisScript(source: "-- \(p)\nredis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], ARGV[1], #ARGV}")
+        try await withClient { redis in
+            let expected = RESPValue.array([.bulkString(Array("\(p):k".utf8)), .bulkString(Array("a\0b".utf8)), .integer(2)])
+            #expect(try await redis.evalSHA(script, keys: ["\(p):k"], arguments: [Array("a\0b".utf8), [1]]) == expected)
+            #expect(try await redis.get("\(p):k") == Array("a\0b".utf8))
+            #expect(try await redis.send("SCRIPT", "EXISTS", script.sha1) == .array([.integer(1)]))
+
+            _ = try await redis.send("SCRIPT", "FLUSH")
+            #expect(try await redis.send("SCRIPT", "EXISTS", script.sha1) == .array([.integer(0)]))
+            #expect(try await redis.evalSHA(script, keys: ["\(p):k"], arguments: ["a\0b", "x"]) == expected)
+            #expect(try await redis.send("SCRIPT", "EXISTS", script.sha1) == .array([.integer(1)]))
+
+            // An error raised by the script is a server error.
+            let failing = RedisScript(source: "return redis.error_reply('BOOM \(p)')")
+            let error = await expectError { try await redis.evalSHA(failing) } as? RedisError
+            #expect(error?.isServerError == true)
+            #expect(error?.message.contains("BOOM \(p)") == true)
+            _ = try await redis.del(["\(p):k"])
+        }
+    }
+
+    @Test func aCommandWithoutReplyTimesOutInsteadOfHanging() async throws {
+        let p = TestEnvironment.uniqueName("timeout")
+        try await withClient { try await $0.set("\(p):k", to: "v") }
+        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .milliseconds(300) }) { redis in
+            // Connected first (the machine may be busy).
+            #expect(try await eventually { try await redis.send("PING") } == .simpleString("PONG"))
+            // BLPOP blocks the connection for 3 s on the server; the client gives up at
+            // 300 ms, together with the command queued behind it.
+            let start = ContinuousClock.now
+            let blocked = Task { try await redis.send("BLPOP", "\(p):empty", "3") }
+            try await Task.sleep(for: .milliseconds(50))
+            let behind = Task { try await redis.get("\(p):k") }
+            let first = await expectError { try await blocked.value } as? RedisError
+            let second = await expectError { try await behind.value } as? RedisError
+            let elapsed = seconds(since: start)
+            #expect(first?.kind == .timeout)
+            #expect(first?.isConnectionFailure == true)
+            #expect(second?.kind == .timeout)
+            #expect(elapsed >= 0.25 && elapsed < 1.5, "timed out after \(elapsed) s")
+            // The connection was reopened: the client works again.
+            let value = try await eventually(timeout: .seconds(5)) { try await redis.getString("\(p):k") }
+            #expect(value == "v")
+            _ = try await redis.del(["\(p):k"])
+        }
+    }
+
+    @Test func cancellationIsPromptAndTheLateReplyIsDiscarded() async throws {
+        let p = TestEnvironment.uniqueName("cancel")
+        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .seconds(10) }) { redis in
+            try await redis.set("\(p):k", to: "mine")
+            let start = ContinuousClock.now
+            let blocked = Task { try await redis.send("BLPOP", "\(p):list", "8") }
+            try await Task.sleep(for: .milliseconds(100))
+            blocked.cancel()
+            let result = await blocked.result
+            #expect(seconds(since: start) < 1.0)
+            #expect(throws: CancellationError.self) { try result.get() }
+
+            // Release the BLPOP on the server: its reply arrives and is discarded; the
+            // next command on the same connection gets its own reply.
+            try await withClient { other in _ = try await other.send("LPUSH", "\(p):list", "popped") }
+            #expect(try await redis.getString("\(p):k") == "mine")
+            #expect(try await redis.send("PING") == .simpleString("PONG"))
+
+            // A task cancelled before it sends does not send.
+            let early = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await redis.set("\(p):never", to: "x")
+            }
+            await #expect(throws: CancellationError.self) { try await early.value }
+            #expect(try await redis.exists("\(p):never") == false)
+            _ = try await redis.del(["\(p):k", "\(p):list"])
+        }
+    }
+
+    @Test func nothingListeningFailsFastWithAConnectionError() async throws {
+        // A port nobody listens on (the discard port on loopback).
+        try await withClient(url: "redis://127.0.0.1:9/0", { $0.connectionCount = 1 }) { redis in
+            let start = ContinuousClock.now
+            let first = await expectError { try await redis.get("k") } as? RedisError
+            #expect(first?.kind == .connection)
+            #expect(first?.message.contains("127.0.0.1:9") == true)
+            let second = await expectError { try await redis.get("k") } as? RedisError
+            #expect(second?.kind == .connection)
+            #expect(second?.message.contains("next attempt") == true, "\(String(describing: second))")
+            #expect(seconds(since: start) < 1.0)
+        }
+    }
+
+    @Test func shutdownLetsCommandsInFlightFinishThenRefusesNewOnes() async throws {
+        let p = TestEnvironment.uniqueName("shutdown")
+        let redis = try makeClient { $0.connectionCount = 1; $0.commandTimeout = .seconds(5) }
+        #expect(try await redis.send("PING") == .simpleString("PONG"))
+        // In flight for 300 ms on the server (BLPOP with nothing to pop answers null).
+        let inFlight = Task { try await redis.send("BLPOP", "\(p):empty", "0.3") }
+        try await Task.sleep(for: .milliseconds(100))
+        let start = ContinuousClock.now
+        await redis.shutdown()
+        #expect(seconds(since: start) >= 0.1)
+        #expect(try await inFlight.value == .null)
+        let after = await expectError { try await redis.get("\(p):k") } as? RedisError
+        #expect(after?.kind == .connection)
+    }
+}

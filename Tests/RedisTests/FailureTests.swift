@@ -1,0 +1,123 @@
+import Redis
+import TestSupport
+import Testing
+
+/// Server failures, each on a private Redis (`scripts/dev-services --instance`) so that
+/// stopping it disturbs no other test.
+@Suite struct FailureTests {
+    @Test func serverKilledMidRunFailsCommandsInFlightWithinTheirTimeoutThenRecovers() async throws {
+        try await withPrivateInstance("redis-restart") { url, instance in
+            let timeout = 3.0
+            try await withClient(url: url, {
+                $0.commandTimeout = .seconds(3)
+                $0.reconnectBackoffMinimum = .milliseconds(20)
+                $0.reconnectBackoffMaximum = .milliseconds(200)
+            }) { redis in
+                try await redis.set("k", to: "v")
+                // Commands in flight when the server dies: blocking ones (each holds a
+                // connection of a second client for 10 s on the server), and a stream
+                // of GETs from several tasks on this one.
+                let blocker = try makeClient(url: url) { $0.commandTimeout = .seconds(3) }
+                let start = ContinuousClock.now
+                let blocked = (0..<2).map { i in
+                    Task { () -> (any Error)? in
+                        do {
+                            _ = try await blocker.send("BLPOP", "list\(i)", "10")
+                            return nil
+                        } catch {
+                            return error
+                        }
+                    }
+                }
+                let getters = (0..<8).map { _ in
+                    Task { () -> (ok: Int, failed: [RedisError], slowest: Double) in
+                        var ok = 0
+                        var failed: [RedisError] = []
+                        var slowest = 0.0
+                        while ContinuousClock.now - start < .seconds(1) {
+                            let issued = ContinuousClock.now
+                            do {
+                                if try await redis.getString("k") == "v" { ok += 1 }
+                            } catch let error as RedisError {
+                                failed.append(error)
+                                slowest = max(slowest, seconds(since: issued))
+                                try? await Task.sleep(for: .milliseconds(5))
+                            } catch {}
+                        }
+                        return (ok, failed, slowest)
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                let killed = ContinuousClock.now
+                try await devServices(["stop", "redis"], instance: instance)
+
+                for task in blocked {
+                    let error = await task.value as? RedisError
+                    #expect(error?.isConnectionFailure == true, "\(String(describing: error))")
+                }
+                let failedAfter = seconds(since: killed)
+                #expect(failedAfter < timeout, "in-flight commands failed \(failedAfter) s after the kill")
+                var ok = 0
+                var failures: [RedisError] = []
+                var slowest = 0.0
+                for task in getters {
+                    let result = await task.value
+                    ok += result.ok
+                    failures += result.failed
+                    slowest = max(slowest, result.slowest)
+                }
+                await blocker.shutdown()
+                #expect(ok > 0)
+                #expect(!failures.isEmpty)
+                #expect(failures.allSatisfy { $0.isConnectionFailure }, "\(failures.prefix(3))")
+                #expect(slowest < timeout, "a GET took \(slowest) s to fail")
+
+                // While the server is down, commands fail fast.
+                let probe = ContinuousClock.now
+                let down = await expectError { try await redis.get("k") } as? RedisError
+                #expect(down?.kind == .connection)
+                #expect(seconds(since: probe) < 1.0)
+
+                // Back up (empty): the client reconnects by itself.
+                try await devServices(["start", "redis"], instance: instance)
+                let recovered = try await eventually(timeout: .seconds(10)) { () -> Bool? in
+                    try await redis.set("k", to: "again")
+                    return try await redis.getString("k") == "again" ? true : nil
+                }
+                #expect(recovered == true)
+                // Every connection works again.
+                let all = try await withThrowingTaskGroup(of: String?.self) { group in
+                    for _ in 0..<20 { group.addTask { try await redis.getString("k") } }
+                    var values: [String?] = []
+                    for try await v in group { values.append(v) }
+                    return values
+                }
+                #expect(all == Array(repeating: "again", count: 20))
+            }
+        }
+    }
+
+    @Test func subscriptionSurvivesAServerRestart() async throws {
+        try await withPrivateInstance("redis-pubsub") { url, instance in
+            try await withClient(url: url, {
+                $0.reconnectBackoffMinimum = .milliseconds(20)
+                $0.reconnectBackoffMaximum = .milliseconds(200)
+            }) { redis in
+                let subscription = try await redis.subscribe(channels: ["events"])
+                var iterator = subscription.makeAsyncIterator()
+                #expect(try await redis.publish("before", to: "events") == 1)
+                #expect(try await iterator.next()?.payloadString == "before")
+
+                try await devServices(["restart", "redis"], instance: instance)
+
+                // Publish until the resubscribed connection counts as a receiver.
+                let delivered = try await eventually(timeout: .seconds(10), every: .milliseconds(50)) {
+                    try await redis.publish("after", to: "events") >= 1 ? true : nil
+                }
+                #expect(delivered == true)
+                #expect(try await iterator.next()?.payloadString == "after")
+                await subscription.close()
+            }
+        }
+    }
+}
