@@ -53,15 +53,16 @@ public struct RedisPubSubMessage: Sendable, Hashable {
 /// with backoff and the channels and patterns are subscribed again. Messages published
 /// while it was down are lost (Redis pub/sub delivers at most once).
 ///
-/// The sequence ends, and the connection is closed (which unsubscribes), on
-/// ``close()`` or when the iterating task is cancelled; and the connection is closed
-/// when the last copy of the subscription and its iterator are gone (for example once a
-/// `for` loop over it was left with `break` and the subscription went out of scope).
-/// It supports one iterator.
+/// The connection is closed, which unsubscribes, when the iteration ends: a `for` loop
+/// over the subscription left (by `break`, `return` or a thrown error: its iterator is
+/// dropped), the iterating task cancelled, or ``close()`` called (the sequence then
+/// ends). A subscription that is never iterated is closed when its last copy is
+/// dropped. It supports one iterator.
 ///
 /// If the consumer falls behind by more than the buffer limit given at subscribe time,
 /// the oldest buffered messages are dropped and a warning is logged.
 public struct RedisSubscription: AsyncSequence, Sendable {
+    /// The messages received.
     public typealias Element = RedisPubSubMessage
 
     let stream: AsyncThrowingStream<RedisPubSubMessage, any Error>
@@ -74,8 +75,9 @@ public struct RedisSubscription: AsyncSequence, Sendable {
         continuation.finish()
     }
 
+    /// The iterator (one per subscription).
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator(), closer: closer)
+        AsyncIterator(base: stream.makeAsyncIterator(), closer: Closer(connection: closer.connection))
     }
 
     /// Iterates the messages.
@@ -83,12 +85,13 @@ public struct RedisSubscription: AsyncSequence, Sendable {
         var base: AsyncThrowingStream<RedisPubSubMessage, any Error>.AsyncIterator
         let closer: Closer
 
+        /// The next message; `nil` once the subscription is closed or the task cancelled.
         public mutating func next() async throws -> RedisPubSubMessage? {
             try await base.next()
         }
     }
 
-    /// Closes the connection when the subscription and its iterator are gone.
+    /// Closes the connection when its owner (the subscription, or an iterator) is gone.
     final class Closer: Sendable {
         let connection: RedisConnection
         init(connection: RedisConnection) { self.connection = connection }

@@ -17,6 +17,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         /// A Unix domain socket path.
         case unix(path: String)
 
+        /// `host:port` (`[v6]:port`) or the socket path.
         public var description: String {
             switch self {
             case .tcp(let host, let port):

@@ -5,16 +5,30 @@ import Synchronization
 
 /// One multiplexed connection to Redis, reopened when it breaks.
 ///
-/// Many tasks send commands on it at once: each command is appended to a FIFO of
-/// waiting slots and its bytes go out either directly from the calling thread (when the
-/// connection is otherwise idle) or together with other commands in one write (when
-/// replies are still awaited or the socket is full). Replies are read and parsed on the
-/// loop thread and matched to the FIFO in order.
+/// Many tasks send commands on it at once. Each command takes a slot at the end of a
+/// FIFO; replies are read and parsed on the loop thread and matched to the FIFO in
+/// order.
+///
+/// Flush strategy (measured, see the package's benchmark notes):
+/// - a command issued while the connection is idle (nothing awaited, nothing waiting
+///   to be written) is written at once from the calling thread, under the lock: the
+///   single-task latency path, one `send` and no thread hop;
+/// - a command issued while replies are awaited, or while bytes wait to be written, is
+///   appended to the pending output, and the loop writes everything that accumulated
+///   in one `send`: when it runs the flush the first such command requested (one
+///   `execute` per batch), after it processed a batch of replies, or when the socket
+///   becomes writable again. The commands of many tasks thus share one write and one
+///   read on the server, which is where the throughput comes from.
+///
+/// Timeouts: one timer per connection ticks while commands are in flight (never one
+/// per command); see ``tick()``.
 ///
 /// Thread safety: every field is guarded by `state`'s lock, except what the loop thread
 /// alone touches (a session's parser and read buffer). Every access to the socket
-/// happens under the lock or on the loop thread, and closing it happens on the loop
-/// thread after it is deregistered, so a close never races a read or a write.
+/// happens under the lock or on the loop thread (the loop writes a batch it took out
+/// of the state outside the lock, with `loopWriting` set so that nobody else writes
+/// meanwhile), and closing it happens on the loop thread after it is deregistered, so
+/// a close never races a read or a write.
 final class RedisConnection: Sendable {
     /// What the connection is for.
     enum Role: Sendable {
@@ -76,6 +90,8 @@ final class RedisConnection: Sendable {
         var loopWriting = false
         /// An empty buffer with capacity, swapped with `output` by the loop's writes.
         var spareOutput: [UInt8] = []
+        /// A flush of `output` was requested from the loop (`execute`).
+        var flushScheduled = false
         var pending = Deque<PendingCommand>()
         var handshakeComplete = false
         var failedAttempts = 0
@@ -155,6 +171,7 @@ final class RedisConnection: Sendable {
         var armTimer = false
         var refused: RedisError?
         var effects: Effects?
+        var flushSession: Session?
         state.withLock { s in
             let slot = Slot(id: id, continuation: continuation, kind: kind, remaining: replies, deadline: deadline)
             if !s.timerArmed {
@@ -172,8 +189,13 @@ final class RedisConnection: Sendable {
                 s.fifo.append(slot)
                 if s.outputStart < s.output.count || awaitingReplies || s.loopWriting {
                     // Goes out with the next write: the loop writes what accumulated as
-                    // soon as the socket takes it or the awaited replies arrive, so the
-                    // commands of many tasks share one write (and one server read).
+                    // soon as the socket takes it, the awaited replies arrive, or it
+                    // runs the flush requested here, so the commands of many tasks
+                    // share one write (and one read on the server).
+                    if !s.flushScheduled && !s.loopWriting && !s.writableArmed {
+                        s.flushScheduled = true
+                        flushSession = session
+                    }
                     s.output.append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
                 } else if let error = writeDirect(&s, session, bytes) {
                     effects = teardownLocked(&s, error)
@@ -193,6 +215,19 @@ final class RedisConnection: Sendable {
         if let refused { continuation.resume(throwing: refused) }
         if let effects { perform(effects) }
         if armTimer { scheduleTick() }
+        if let flushSession { loop.execute { self.flushFromLoop(flushSession) } }
+    }
+
+    /// Writes what accumulated in `output` (on the loop thread).
+    private func flushFromLoop(_ session: Session) {
+        let batch: (bytes: [UInt8], start: Int)? = state.withLock { s in
+            s.flushScheduled = false
+            guard case .connected(let current) = s.phase, current === session,
+                s.outputStart < s.output.count, !s.loopWriting, !s.writableArmed
+            else { return nil }
+            return takeOutputLocked(&s)
+        }
+        if let batch { writeFromLoop(session, batch) }
     }
 
     /// Cancels a waiting command: its caller gets `CancellationError` now. A command

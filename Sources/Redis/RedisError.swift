@@ -26,6 +26,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The configuration is invalid (a bad URL, an out-of-range database).
         public static let configuration = Kind(name: "configuration")
 
+        /// The kind's name: `server`, `connection`, `timeout`, ...
         public var description: String { name }
     }
 
@@ -63,6 +64,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         return word.isEmpty ? nil : String(word)
     }
 
+    /// The kind and message, e.g. `Redis timeout error: no reply from ...`.
     public var description: String {
         switch kind {
         case .server: return "Redis error: \(message)"

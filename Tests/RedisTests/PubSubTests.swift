@@ -25,12 +25,13 @@ import Testing
                 RedisPubSubMessage(channel: channel, payload: Array("three".utf8)),
             ])
 
-            await subscription.close()
-            // Closing unsubscribed.
+            // Leaving the loop ended the iteration: that unsubscribed (the
+            // subscription value itself is still alive).
             let gone = try await eventually(timeout: .seconds(5)) {
                 try await redis.publish("late", to: channel) == 0 ? true : nil
             }
             #expect(gone == true)
+            withExtendedLifetime(subscription) {}
         }
     }
 
