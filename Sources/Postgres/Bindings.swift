@@ -1,0 +1,132 @@
+import CLibpq
+
+/// A statement's parameters, encoded into one buffer, ready for libpq.
+struct Bindings {
+    var types: [UInt32] = []
+    var formats: [Int32] = []
+    var lengths: [Int32] = []
+    var offsets: [Int] = []  // -1 for NULL
+    var bytes: [UInt8] = []
+
+    init(_ parameters: [any PostgresEncodable]) throws {
+        guard !parameters.isEmpty else { return }
+        let n = parameters.count
+        types.reserveCapacity(n)
+        formats.reserveCapacity(n)
+        lengths.reserveCapacity(n)
+        offsets.reserveCapacity(n)
+        bytes.reserveCapacity(16 * n)
+        for (i, parameter) in parameters.enumerated() {
+            let type = Swift.type(of: parameter)
+            types.append(type.postgresDataType.rawValue)
+            let format = type.postgresFormat
+            formats.append(format.rawValue)
+            if parameter.isPostgresNull {
+                offsets.append(-1)
+                lengths.append(0)
+                continue
+            }
+            let start = bytes.count
+            do {
+                try parameter.encode(into: &bytes)
+            } catch let error as PostgresError {
+                var e = error
+                e.kind = .encoding
+                e.message = "parameter $\(i + 1) (\(type)): \(error.message)"
+                throw e
+            } catch {
+                throw PostgresError(.encoding, "parameter $\(i + 1) (\(type)): \(error)", underlying: error)
+            }
+            guard bytes.count - start <= Int(Int32.max) else {
+                throw PostgresError(.encoding, "parameter $\(i + 1) (\(type)) is larger than 2 GiB")
+            }
+            lengths.append(Int32(bytes.count - start))
+            offsets.append(start)
+            if format == .text { bytes.append(0) }
+        }
+        bytes.append(0)  // never empty, so every non-NULL value has an address
+    }
+
+    var count: Int32 { Int32(types.count) }
+
+    /// Calls `body` with libpq's parallel arrays (all nil when there are no parameters).
+    func withPointers<R>(
+        _ body: (
+            _ count: Int32, _ types: UnsafePointer<Oid>?, _ values: UnsafePointer<UnsafePointer<CChar>?>?,
+            _ lengths: UnsafePointer<Int32>?, _ formats: UnsafePointer<Int32>?
+        ) -> R
+    ) -> R {
+        if types.isEmpty { return body(0, nil, nil, nil, nil) }
+        return bytes.withUnsafeBufferPointer { buffer in
+            let base = UnsafeRawPointer(buffer.baseAddress)
+            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
+                guard offset >= 0, let base else { return nil }
+                return (base + offset).assumingMemoryBound(to: CChar.self)
+            }
+            return types.withUnsafeBufferPointer { t in
+                values.withUnsafeBufferPointer { v in
+                    lengths.withUnsafeBufferPointer { l in
+                        formats.withUnsafeBufferPointer { f in
+                            body(count, t.baseAddress, v.baseAddress, l.baseAddress, f.baseAddress)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-connection prepared statements, keyed by SQL text and parameter types, least
+/// recently used evicted. A statement is prepared the second time it runs on a
+/// connection: one-off statements cost no extra round trip and no server memory.
+struct StatementCache {
+    struct Key: Hashable {
+        var sql: String
+        var types: [UInt32]
+    }
+    struct Entry {
+        var name: String?  // nil: seen once, not prepared
+        var lastUse: UInt64
+    }
+
+    let capacity: Int
+    private(set) var entries: [Key: Entry] = [:]
+    private var tick: UInt64 = 0
+    private var nextName = 0
+
+    init(capacity: Int) { self.capacity = max(0, capacity) }
+
+    enum Lookup { case prepared(String), prepareNow(String), runUnnamed }
+
+    /// What to do for `key`; `evicted` receives a prepared statement pushed out.
+    mutating func lookup(_ key: Key, evicted: inout [String]) -> Lookup {
+        guard capacity > 0 else { return .runUnnamed }
+        tick &+= 1
+        if var entry = entries[key] {
+            entry.lastUse = tick
+            if let name = entry.name {
+                entries[key] = entry
+                return .prepared(name)
+            }
+            nextName += 1
+            let name = "cas_\(nextName)"
+            entry.name = name
+            entries[key] = entry
+            return .prepareNow(name)
+        }
+        if entries.count >= capacity, let victim = entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+            entries[victim.key] = nil
+            if let name = victim.value.name { evicted.append(name) }
+        }
+        entries[key] = Entry(name: nil, lastUse: tick)
+        return .runUnnamed
+    }
+
+    /// Forgets a statement (it failed to prepare, or the server dropped it).
+    mutating func remove(_ key: Key) { entries[key] = nil }
+
+    /// Forgets everything (the server's prepared statements are gone).
+    mutating func removeAll() { entries.removeAll() }
+
+    var preparedCount: Int { entries.values.filter { $0.name != nil }.count }
+}

@@ -1,0 +1,501 @@
+import CLibpq
+import IOLoop
+import Logging
+import Synchronization
+
+/// A pool of PostgreSQL connections: the usual way to run SQL.
+///
+/// ```swift
+/// let client = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL))
+/// let rows = try await client.query("SELECT name FROM users WHERE id = $1", [id])
+/// try await client.withTransaction { tx in
+///     try await tx.execute("UPDATE users SET name = $1 WHERE id = $2", [name, id])
+///     tx.afterCommit { await cache.invalidate(id) }
+/// }
+/// await client.shutdown()
+/// ```
+///
+/// The pool holds at most ``PostgresConfiguration/maxConnections`` connections, opened
+/// on demand (and ``PostgresConfiguration/minConnections`` kept open). Callers that find
+/// every connection busy wait in line, first come first served, for at most
+/// ``PostgresConfiguration/acquireTimeout``, then fail with a
+/// ``PostgresError/Kind/timeout`` error. A connection found broken (the server
+/// restarted, the network dropped it) or left inside a transaction is closed and
+/// replaced, never handed out again.
+///
+/// ## Lifecycle
+/// The client works as soon as it is created. ``shutdown()`` stops it gracefully:
+/// callers still waiting for a connection fail, statements in flight finish, then every
+/// connection is closed. ``run()`` suits service lifecycles: it opens the minimum
+/// connections, then waits, and returns once the client is shut down, shutting it down
+/// itself when its task is cancelled. This package does not depend on
+/// swift-service-lifecycle, but `run()` is the shape its `Service` protocol expects, so
+/// an application that uses it can write `extension PostgresClient: Service {}`
+/// (cancellation of `run()` is how a `ServiceGroup` stops a service without graceful
+/// shutdown support; call ``shutdown()`` from your own shutdown handler to begin
+/// sooner).
+public final class PostgresClient: PostgresQueryable, Sendable {
+    typealias Machine = PoolStateMachine<ContinuousClock.Instant>
+
+    /// The configuration the client was created with.
+    public let configuration: PostgresConfiguration
+    /// The loop that drives the connections' sockets.
+    public let loop: IOLoop
+    let logger: Logger
+
+    struct State {
+        var machine: Machine
+        var started = false
+        var connections: [Int: PostgresConnection] = [:]
+        var waiters: [Int: CheckedContinuation<Lease, any Error>] = [:]
+        var timers: [Int: IOLoop.Timer] = [:]
+        var connectTasks: [Int: Task<Void, Never>] = [:]
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        var lastConnectError: PostgresError?
+        var nextRequestID = 1
+    }
+
+    let state: Mutex<State>
+
+    struct Lease: Sendable {
+        let id: Int
+        let connection: PostgresConnection
+    }
+
+    /// Creates a client. No connection is opened until one is needed (or ``run()``
+    /// opens the minimum).
+    ///
+    /// - Parameters:
+    ///   - configuration: the server and the pool's limits.
+    ///   - loop: the event loop for the sockets; the process-wide one by default.
+    ///   - logger: where pool and connection events go (mostly at debug level).
+    public init(
+        configuration: PostgresConfiguration,
+        loop: IOLoop = .shared,
+        logger: Logger = Logger(label: "cache-aside.postgres")
+    ) {
+        self.configuration = configuration
+        self.loop = loop
+        self.logger = logger
+        let machine = Machine(configuration: .init(
+            minConnections: configuration.minConnections,
+            maxConnections: configuration.maxConnections,
+            acquireTimeout: configuration.acquireTimeout))
+        self.state = Mutex(State(machine: machine))
+    }
+
+    /// Creates a client from a `postgres://` URL.
+    public convenience init(url: String, loop: IOLoop = .shared, logger: Logger = Logger(label: "cache-aside.postgres")) throws {
+        self.init(configuration: try PostgresConfiguration(url: url), loop: loop, logger: logger)
+    }
+
+    // MARK: - Running SQL
+
+    public func query(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> PostgresRows {
+        let bindings = try Bindings(parameters)
+        return PostgresRows(result: try await runOnPooledConnection(sql: sql, bindings: bindings))
+    }
+
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Int {
+        let bindings = try Bindings(parameters)
+        return try await runOnPooledConnection(sql: sql, bindings: bindings).affectedRows
+    }
+
+    private func runOnPooledConnection(sql: String, bindings: Bindings) async throws -> PostgresResult {
+        var retried = false
+        while true {
+            let lease = try await acquire()
+            do {
+                let result = try await lease.connection.core.run(sql: sql, bindings: bindings)
+                release(lease)
+                return result
+            } catch let error as PostgresError where error.kind == .connection && error.notSent && !retried {
+                // The connection had died before the statement left: another one may do.
+                release(lease)
+                retried = true
+                logger.debug("retrying a statement on another connection", metadata: ["error": "\(error.message)"])
+            } catch {
+                release(lease)
+                throw error
+            }
+        }
+    }
+
+    /// Runs `body` with a connection of its own, then returns the connection to the
+    /// pool (or closes it, if it was broken or left inside a transaction).
+    ///
+    /// Don't keep the connection after `body` returns.
+    @discardableResult
+    public func withConnection<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        let lease = try await acquire()
+        do {
+            let result = try await body(lease.connection)
+            release(lease)
+            return result
+        } catch {
+            release(lease)
+            throw error
+        }
+    }
+
+    /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` when `body` returns, or
+    /// `ROLLBACK` when it throws or the task is cancelled (the error is rethrown).
+    ///
+    /// Work registered with ``PostgresTransaction/afterCommit(_:)`` runs after the
+    /// commit succeeded, and this method returns only once it has run. A transaction
+    /// whose statement failed (and whose error `body` swallowed) cannot commit: the
+    /// server rolls it back, and this method throws.
+    ///
+    /// - Parameter isolation: the caller's actor; `body` runs there.
+    @discardableResult
+    public func withTransaction<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresTransaction) async throws -> Result
+    ) async throws -> Result {
+        let lease = try await acquire()
+        let core = lease.connection.core
+        do {
+            _ = try await core.simple("BEGIN", cancellable: true)
+        } catch {
+            release(lease)
+            throw error
+        }
+        let transaction = PostgresTransaction(connection: lease.connection)
+        let value: Result
+        do {
+            value = try await body(transaction)
+            if Task.isCancelled { throw PostgresError.cancelled() }
+        } catch {
+            _ = transaction.finish()
+            await rollback(core)
+            release(lease)
+            throw error
+        }
+        let hooks = transaction.finish()
+        do {
+            let result = try await core.simple("COMMIT", cancellable: false)
+            if result?.commandTag == "ROLLBACK" {
+                throw PostgresError(.query, "the transaction was rolled back instead of committed, because a statement in it failed (its error was caught inside the transaction)", sqlState: "25P02", sql: "COMMIT")
+            }
+        } catch let error as PostgresError {
+            if core.transactionStatus != PQTRANS_IDLE { await rollback(core) }
+            release(lease)
+            if error.kind == .connection && !error.notSent {
+                await runHooks(hooks)  // outcome unknown: invalidating needlessly is safe
+            }
+            throw error
+        }
+        release(lease)
+        await runHooks(hooks)
+        return value
+    }
+
+    private func rollback(_ core: ConnectionCore) async {
+        guard !core.isBroken else { return }
+        do {
+            _ = try await core.simple("ROLLBACK", cancellable: false)
+        } catch {
+            logger.debug("ROLLBACK failed; the connection will be discarded", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    /// Opens the minimum connections, then waits until the client is shut down.
+    /// Cancelling the calling task shuts the client down (gracefully) and returns once
+    /// that is done.
+    public func run() async {
+        startIfNeeded()
+        await withTaskCancellationHandler {
+            await waitForShutdown()
+        } onCancel: {
+            beginShutdown()
+        }
+    }
+
+    /// Shuts the client down gracefully and waits until it is done: callers waiting
+    /// for a connection fail with ``PostgresError/Kind/closed``, statements in flight
+    /// finish, every connection is closed. Later calls fail with
+    /// ``PostgresError/Kind/closed``. Calling it again just waits.
+    public func shutdown() async {
+        beginShutdown()
+        await waitForShutdown()
+    }
+
+    private func beginShutdown() {
+        let (effects, tasks): (Effects, [Task<Void, Never>]) = state.withLock { s in
+            let actions = s.machine.shutdown()
+            return (resolve(actions, in: &s), Array(s.connectTasks.values))
+        }
+        if !tasks.isEmpty || !effects.isEmpty { logger.debug("shutting down the PostgreSQL pool") }
+        for task in tasks { task.cancel() }
+        perform(effects)
+    }
+
+    private func waitForShutdown() async {
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            let done: Bool = state.withLock { s in
+                if s.machine.phase == .shutDown { return true }
+                s.shutdownWaiters.append(cont)
+                return false
+            }
+            if done { cont.resume() }
+        }
+    }
+
+    private func startIfNeeded() {
+        let effects: Effects? = state.withLock { s in
+            if s.started { return nil }
+            s.started = true
+            let actions = s.machine.start(now: .now)
+            return resolve(actions, in: &s)
+        }
+        if let effects { perform(effects) }
+    }
+
+    /// A snapshot of the pool, for monitoring and tests.
+    public struct Statistics: Sendable, Equatable {
+        /// Open connections nobody uses.
+        public var idle: Int
+        /// Connections in use.
+        public var leased: Int
+        /// Connections being opened.
+        public var connecting: Int
+        /// Callers waiting for a connection.
+        public var waiting: Int
+
+        /// Creates a snapshot.
+        public init(idle: Int, leased: Int, connecting: Int, waiting: Int) {
+            self.idle = idle
+            self.leased = leased
+            self.connecting = connecting
+            self.waiting = waiting
+        }
+    }
+
+    /// The pool's current numbers.
+    public var statistics: Statistics {
+        state.withLock { s in
+            Statistics(idle: s.machine.idle.count, leased: s.machine.leased.count,
+                       connecting: s.machine.connecting.count, waiting: s.machine.waiters.count)
+        }
+    }
+
+    // MARK: - Acquire and release
+
+    func acquire() async throws -> Lease {
+        while true {
+            let lease = try await acquireOnce()
+            if !lease.connection.core.isBroken { return lease }
+            release(lease)  // died while idle, before we heard of it
+        }
+    }
+
+    private func acquireOnce() async throws -> Lease {
+        // Fast path: an idle connection and nobody waiting.
+        enum Fast { case lease(Lease), failed(any Error), slow }
+        let fast: Fast = state.withLock { s in
+            guard s.started, s.machine.waiters.isEmpty, !s.machine.idle.isEmpty else { return .slow }
+            switch s.machine.acquire(0, now: .now) {
+            case .leased(let id):
+                guard let connection = s.connections[id] else { return .failed(PostgresError(.closed, "pool inconsistency")) }
+                return .lease(Lease(id: id, connection: connection))
+            case .failed(let reason):
+                return .failed(error(for: reason, in: s))
+            case .wait:
+                return .failed(PostgresError(.closed, "pool inconsistency"))
+            }
+        }
+        switch fast {
+        case .lease(let lease): return lease
+        case .failed(let error): throw error
+        case .slow: break
+        }
+        startIfNeeded()
+        try Task.checkCancellation()
+        let request: Int = state.withLock { s in
+            s.nextRequestID += 1
+            return s.nextRequestID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Lease, any Error>) in
+                let (immediate, effects): (Result<Lease, any Error>?, Effects?) = state.withLock { s in
+                    switch s.machine.acquire(request, now: .now) {
+                    case .leased(let id):
+                        guard let connection = s.connections[id] else { return (.failure(PostgresError(.closed, "pool inconsistency")), nil) }
+                        return (.success(Lease(id: id, connection: connection)), nil)
+                    case .failed(let reason):
+                        return (.failure(error(for: reason, in: s)), nil)
+                    case .wait(let actions):
+                        s.waiters[request] = cont
+                        return (nil, resolve(actions, in: &s))
+                    }
+                }
+                if let immediate { cont.resume(with: immediate) }
+                if let effects { perform(effects) }
+            }
+        } onCancel: {
+            let effects: Effects = state.withLock { s in
+                resolve(s.machine.cancel(request), in: &s)
+            }
+            perform(effects)
+        }
+    }
+
+    func release(_ lease: Lease) {
+        let reusable = lease.connection.core.isReusable
+        let effects: Effects = state.withLock { s in
+            resolve(s.machine.release(lease.id, reusable: reusable, now: .now), in: &s)
+        }
+        if !reusable { logger.debug("discarding a connection that is broken or was left in a transaction") }
+        perform(effects)
+    }
+
+    // MARK: - Effects
+
+    /// The state machine's actions, resolved to objects under the lock.
+    struct Effects {
+        var close: [PostgresConnection] = []
+        var resume: [(CheckedContinuation<Lease, any Error>, Result<Lease, any Error>)] = []
+        var start: [Int] = []
+        var scheduleTimeout: [(Int, ContinuousClock.Instant)] = []
+        var cancelTimers: [IOLoop.Timer] = []
+        var retryAt: ContinuousClock.Instant?
+        var shutdownComplete: [CheckedContinuation<Void, Never>] = []
+
+        var isEmpty: Bool {
+            close.isEmpty && resume.isEmpty && start.isEmpty && scheduleTimeout.isEmpty
+                && cancelTimers.isEmpty && retryAt == nil && shutdownComplete.isEmpty
+        }
+    }
+
+    private func resolve(_ actions: Machine.Actions, in s: inout State) -> Effects {
+        var effects = Effects()
+        for id in actions.close {
+            if let connection = s.connections.removeValue(forKey: id) { effects.close.append(connection) }
+        }
+        for (request, id) in actions.lease {
+            guard let cont = s.waiters.removeValue(forKey: request) else { continue }
+            if let connection = s.connections[id] {
+                effects.resume.append((cont, .success(Lease(id: id, connection: connection))))
+            } else {
+                effects.resume.append((cont, .failure(PostgresError(.closed, "pool inconsistency"))))
+            }
+        }
+        for (request, reason) in actions.fail {
+            guard let cont = s.waiters.removeValue(forKey: request) else { continue }
+            effects.resume.append((cont, .failure(error(for: reason, in: s))))
+        }
+        for request in actions.cancelTimeout {
+            if let timer = s.timers.removeValue(forKey: request) { effects.cancelTimers.append(timer) }
+        }
+        effects.start = actions.start
+        effects.scheduleTimeout = actions.scheduleTimeout.map { ($0.request, $0.deadline) }
+        effects.retryAt = actions.scheduleRetry
+        if actions.shutdownComplete {
+            effects.shutdownComplete = s.shutdownWaiters
+            s.shutdownWaiters = []
+        }
+        return effects
+    }
+
+    private func error(for reason: Machine.FailureReason, in s: State) -> PostgresError {
+        switch reason {
+        case .timeout:
+            var message = "timed out after \(configuration.acquireTimeout) waiting for a connection from the pool (\(s.machine.leased.count) of at most \(configuration.maxConnections) connections in use)"
+            var error = PostgresError(.timeout, message)
+            if let last = s.lastConnectError, s.machine.leased.isEmpty {
+                message += "; the last connection attempt failed: \(last.message)"
+                error = PostgresError(.timeout, message, underlying: last)
+            }
+            return error
+        case .shutdown:
+            return PostgresError(.closed, "the PostgreSQL client is shut down")
+        case .cancelled:
+            return PostgresError.cancelled()
+        case .connectionFailed:
+            return s.lastConnectError ?? PostgresError(.connection, "could not connect to \(configuration.description)")
+        }
+    }
+
+    private func perform(_ effects: Effects) {
+        for timer in effects.cancelTimers { timer.cancel() }
+        for connection in effects.close { connection.close() }
+        for (cont, result) in effects.resume { cont.resume(with: result) }
+        for (request, deadline) in effects.scheduleTimeout {
+            let timer = loop.schedule(at: deadline) { [weak self] in self?.timeoutFired(request) }
+            let stale: Bool = state.withLock { s in
+                if s.machine.waiters.contains(where: { $0.id == request }) {
+                    s.timers[request] = timer
+                    return false
+                }
+                return true
+            }
+            if stale { timer.cancel() }
+        }
+        if let at = effects.retryAt {
+            loop.schedule(at: at) { [weak self] in self?.retryFired() }
+        }
+        for id in effects.start { startConnection(id) }
+        for cont in effects.shutdownComplete { cont.resume() }
+        if !effects.shutdownComplete.isEmpty { logger.debug("the PostgreSQL pool is shut down") }
+    }
+
+    private func timeoutFired(_ request: Int) {
+        let effects: Effects = state.withLock { s in
+            s.timers[request] = nil
+            return resolve(s.machine.timeout(request, now: .now), in: &s)
+        }
+        perform(effects)
+    }
+
+    private func retryFired() {
+        let effects: Effects = state.withLock { s in
+            resolve(s.machine.retryTimerFired(now: .now), in: &s)
+        }
+        perform(effects)
+    }
+
+    private func startConnection(_ id: Int) {
+        let configuration = self.configuration, loop = self.loop, logger = self.logger
+        let task = Task {
+            do {
+                let connection = try await PostgresConnection.connect(configuration: configuration, loop: loop, logger: logger)
+                connection.core.setOnBroken { [weak self] _ in self?.idleConnectionBroke(id) }
+                let effects: Effects = self.state.withLock { s in
+                    s.connectTasks[id] = nil
+                    s.connections[id] = connection
+                    s.lastConnectError = nil
+                    return self.resolve(s.machine.connectionEstablished(id, now: .now), in: &s)
+                }
+                self.perform(effects)
+            } catch {
+                let pgError = error as? PostgresError ?? PostgresError(.connection, "\(error)", underlying: error)
+                let retryable = pgError.kind != .authentication && pgError.kind != .configuration
+                if pgError.kind != .cancelled {
+                    logger.debug("opening a PostgreSQL connection failed", metadata: ["error": "\(pgError.message)"])
+                }
+                let effects: Effects = self.state.withLock { s in
+                    s.connectTasks[id] = nil
+                    if pgError.kind != .cancelled { s.lastConnectError = pgError }
+                    return self.resolve(s.machine.connectionFailed(id, retryable: retryable, now: .now), in: &s)
+                }
+                self.perform(effects)
+            }
+        }
+        state.withLock { s in
+            if s.machine.connecting.contains(id) { s.connectTasks[id] = task }
+        }
+    }
+
+    private func idleConnectionBroke(_ id: Int) {
+        let effects: Effects = state.withLock { s in
+            resolve(s.machine.connectionClosed(id, now: .now), in: &s)
+        }
+        perform(effects)
+    }
+}

@@ -1,0 +1,88 @@
+/// A PostgreSQL type, by its object identifier (OID).
+///
+/// Only the built-in types this module encodes or decodes have names here; any other
+/// OID (an extension's or a user-defined type, such as an enum) is still representable.
+public struct PostgresDataType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The type's OID.
+    public var rawValue: UInt32
+    /// Creates a type from its OID.
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Creates a type from its OID.
+    public init(_ oid: UInt32) { self.rawValue = oid }
+
+    /// No declared type: the server infers it from the context, as for a literal.
+    public static let unknown = PostgresDataType(0)
+    public static let bool = PostgresDataType(16)
+    public static let bytea = PostgresDataType(17)
+    public static let char = PostgresDataType(18)
+    public static let name = PostgresDataType(19)
+    public static let int8 = PostgresDataType(20)
+    public static let int2 = PostgresDataType(21)
+    public static let int4 = PostgresDataType(23)
+    public static let text = PostgresDataType(25)
+    public static let oid = PostgresDataType(26)
+    public static let json = PostgresDataType(114)
+    public static let float4 = PostgresDataType(700)
+    public static let float8 = PostgresDataType(701)
+    /// The type of an untyped literal in a result (`SELECT 'x'` before PostgreSQL 10).
+    public static let unknownLiteral = PostgresDataType(705)
+    public static let bpchar = PostgresDataType(1042)
+    public static let varchar = PostgresDataType(1043)
+    public static let date = PostgresDataType(1082)
+    public static let timestamp = PostgresDataType(1114)
+    public static let timestamptz = PostgresDataType(1184)
+    public static let numeric = PostgresDataType(1700)
+    public static let uuid = PostgresDataType(2950)
+    public static let jsonb = PostgresDataType(3802)
+
+    public static let boolArray = PostgresDataType(1000)
+    public static let byteaArray = PostgresDataType(1001)
+    public static let nameArray = PostgresDataType(1003)
+    public static let int2Array = PostgresDataType(1005)
+    public static let int4Array = PostgresDataType(1007)
+    public static let textArray = PostgresDataType(1009)
+    public static let bpcharArray = PostgresDataType(1014)
+    public static let varcharArray = PostgresDataType(1015)
+    public static let int8Array = PostgresDataType(1016)
+    public static let float4Array = PostgresDataType(1021)
+    public static let float8Array = PostgresDataType(1022)
+    public static let timestampArray = PostgresDataType(1115)
+    public static let dateArray = PostgresDataType(1182)
+    public static let timestamptzArray = PostgresDataType(1185)
+    public static let numericArray = PostgresDataType(1231)
+    public static let uuidArray = PostgresDataType(2951)
+    public static let jsonArray = PostgresDataType(199)
+    public static let jsonbArray = PostgresDataType(3807)
+
+    static let names: [UInt32: String] = [
+        0: "unknown", 16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2",
+        23: "int4", 25: "text", 26: "oid", 114: "json", 700: "float4", 701: "float8",
+        705: "unknown", 1042: "bpchar", 1043: "varchar", 1082: "date", 1114: "timestamp",
+        1184: "timestamptz", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
+        1000: "bool[]", 1001: "bytea[]", 1003: "name[]", 1005: "int2[]", 1007: "int4[]",
+        1009: "text[]", 1014: "bpchar[]", 1015: "varchar[]", 1016: "int8[]", 1021: "float4[]",
+        1022: "float8[]", 1115: "timestamp[]", 1182: "date[]", 1185: "timestamptz[]",
+        1231: "numeric[]", 2951: "uuid[]", 199: "json[]", 3807: "jsonb[]",
+    ]
+
+    /// The type's SQL name for the built-in types above, `oid <n>` otherwise.
+    public var description: String { Self.names[rawValue] ?? "oid \(rawValue)" }
+
+    /// True for types whose binary form is their text (text, varchar, name, bpchar) and
+    /// for types defined outside the core catalog (enums, extension types such as
+    /// citext), whose binary form is, for the usual ones, their text.
+    var isTextual: Bool {
+        switch self {
+        case .text, .varchar, .name, .bpchar, .unknownLiteral, .char: return true
+        default: return rawValue >= 16384
+        }
+    }
+}
+
+/// How a value travels on the wire.
+public enum PostgresFormat: Int32, Sendable {
+    /// The type's text form.
+    case text = 0
+    /// The type's binary form.
+    case binary = 1
+}

@@ -1,0 +1,160 @@
+import Foundation
+
+/// The `Decoder` behind ``PostgresRow/decode(_:columnNaming:)``: a keyed container over
+/// the row's columns.
+struct RowDecoder: Decoder {
+    let row: PostgresRow
+    let naming: PostgresColumnNaming
+    var codingPath: [any CodingKey] { [] }
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        KeyedDecodingContainer(RowContainer<Key>(row: row, naming: naming))
+    }
+
+    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        throw PostgresError(.decoding, "a row decodes into a keyed type (a struct or class), not an array")
+    }
+
+    func singleValueContainer() throws -> any SingleValueDecodingContainer {
+        guard row.result.columnCount == 1 else {
+            throw PostgresError(.decoding, "a row with \(row.result.columnCount) columns cannot decode into a single value")
+        }
+        return ColumnDecoder(row: row, column: 0, codingPath: [])
+    }
+}
+
+func snakeCased(_ key: String) -> String {
+    var out = ""
+    for (i, c) in key.enumerated() {
+        if c.isUppercase {
+            if i > 0 { out.append("_") }
+            out += c.lowercased()
+        } else {
+            out.append(c)
+        }
+    }
+    return out
+}
+
+struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
+    let row: PostgresRow
+    let naming: PostgresColumnNaming
+    var codingPath: [any CodingKey] { [] }
+
+    var allKeys: [Key] {
+        row.result.columnNames.compactMap { Key(stringValue: $0) }
+    }
+
+    func columnName(_ key: Key) -> String {
+        naming == .snakeCase ? snakeCased(key.stringValue) : key.stringValue
+    }
+
+    func column(_ key: Key) throws -> Int {
+        let name = columnName(key)
+        guard let i = row.result.index(ofColumn: name) else {
+            throw PostgresError(.decoding, "no column named \"\(name)\" in the result (columns: \(row.result.columnNames.joined(separator: ", ")))", column: name)
+        }
+        return i
+    }
+
+    /// Always true: a key without a column must fail (naming the column) rather than
+    /// decode as `nil` through `decodeIfPresent`'s default implementations.
+    func contains(_ key: Key) -> Bool { true }
+
+    func decodeNil(forKey key: Key) throws -> Bool {
+        row.result.value(row: row.index, column: try column(key)).isNull
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
+        try decodeColumn(type, at: try column(key))
+    }
+
+    func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        let i = try column(key)
+        if row.result.value(row: row.index, column: i).isNull { return nil }
+        return try decodeColumn(type, at: i)
+    }
+
+    func decodeColumn<T: Decodable>(_ type: T.Type, at i: Int) throws -> T {
+        try decodeValue(type, row: row, column: i, codingPath: [])
+    }
+
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
+        throw PostgresError(.decoding, "nested containers are not supported; decode the column as a Decodable (json/jsonb) value", column: columnName(key))
+    }
+
+    func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
+        throw PostgresError(.decoding, "nested containers are not supported", column: columnName(key))
+    }
+
+    func superDecoder() throws -> any Decoder { RowDecoder(row: row, naming: naming) }
+    func superDecoder(forKey key: Key) throws -> any Decoder {
+        ColumnDecoder(row: row, column: try column(key), codingPath: [key])
+    }
+}
+
+/// Decodes one column as `T`: directly for ``PostgresDecodable`` types, as JSON for a
+/// json/jsonb column, else through a single-value decoder (RawRepresentable enums...).
+func decodeValue<T: Decodable>(_ type: T.Type, row: PostgresRow, column i: Int, codingPath: [any CodingKey]) throws -> T {
+    let name = row.result.columnName(i)
+    do {
+        if let direct = T.self as? any PostgresDecodable.Type {
+            let value = row.result.value(row: row.index, column: i)
+            guard let decoded = try direct.decode(from: value) as? T else {
+                throw PostgresDecodingFailure("cannot decode into \(T.self)")
+            }
+            return decoded
+        }
+        let type = row.result.columnType(i)
+        if type == .json || type == .jsonb {
+            return try decodeJSON(T.self, from: row.result.value(row: row.index, column: i))
+        }
+        return try T(from: ColumnDecoder(row: row, column: i, codingPath: codingPath))
+    } catch let error as PostgresError {
+        var e = error
+        if e.column == nil { e.column = name }
+        throw e
+    } catch let error as PostgresDecodingFailure {
+        throw PostgresError(.decoding, error.reason, column: name, underlying: error)
+    } catch {
+        throw PostgresError(.decoding, "\(error)", column: name, underlying: error)
+    }
+}
+
+/// A decoder for one column, for types that decode themselves from a single value.
+struct ColumnDecoder: Decoder, SingleValueDecodingContainer {
+    let row: PostgresRow
+    let column: Int
+    let codingPath: [any CodingKey]
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        throw PostgresDecodingFailure("a \(row.result.columnType(column)) column cannot decode into a keyed type (only json/jsonb can)")
+    }
+    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        throw PostgresDecodingFailure("a \(row.result.columnType(column)) column cannot decode into an unkeyed type (use a Swift array of a supported element type, or json/jsonb)")
+    }
+    func singleValueContainer() throws -> any SingleValueDecodingContainer { self }
+
+    var value: PostgresValue { row.result.value(row: row.index, column: column) }
+
+    func decodeNil() -> Bool { value.isNull }
+    func decode(_ type: Bool.Type) throws -> Bool { try Bool.decode(from: value) }
+    func decode(_ type: String.Type) throws -> String { try String.decode(from: value) }
+    func decode(_ type: Double.Type) throws -> Double { try Double.decode(from: value) }
+    func decode(_ type: Float.Type) throws -> Float { try Float.decode(from: value) }
+    func decode(_ type: Int.Type) throws -> Int { try Int.decode(from: value) }
+    func decode(_ type: Int8.Type) throws -> Int8 { try decodeInteger(value, as: Int8.self) }
+    func decode(_ type: Int16.Type) throws -> Int16 { try Int16.decode(from: value) }
+    func decode(_ type: Int32.Type) throws -> Int32 { try Int32.decode(from: value) }
+    func decode(_ type: Int64.Type) throws -> Int64 { try Int64.decode(from: value) }
+    func decode(_ type: UInt.Type) throws -> UInt { try decodeInteger(value, as: UInt.self) }
+    func decode(_ type: UInt8.Type) throws -> UInt8 { try decodeInteger(value, as: UInt8.self) }
+    func decode(_ type: UInt16.Type) throws -> UInt16 { try decodeInteger(value, as: UInt16.self) }
+    func decode(_ type: UInt32.Type) throws -> UInt32 { try decodeInteger(value, as: UInt32.self) }
+    func decode(_ type: UInt64.Type) throws -> UInt64 { try decodeInteger(value, as: UInt64.self) }
+    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try decodeValue(type, row: row, column: column, codingPath: codingPath)
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Postgres
+import TestSupport
+import Testing
+
+@Suite struct CancellationTests {
+    @Test func cancellingASleepingQueryReturnsPromptlyAndTheConnectionIsReused() async throws {
+        let conn = try await PG.connect()
+        defer { conn.close() }
+        let pid = conn.backendPID
+        let task = Task { try await conn.query("SELECT pg_sleep(10)") }
+        try await Task.sleep(for: .milliseconds(200))
+        let start = ContinuousClock.now
+        task.cancel()
+        let result = await task.result
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed < .seconds(1))
+        let error = try #require(throws: PostgresError.self) { try result.get() }
+        #expect(error.kind == .cancelled)
+        #expect(error.sqlState == "57014")
+        #expect(error.isCancellation)
+        // Same connection, same server process, still usable.
+        #expect(conn.backendPID == pid)
+        #expect(try await conn.query("SELECT 1::int8 AS one")[0].decode(Int64.self, column: "one") == 1)
+        #expect(!conn.isClosed)
+    }
+
+    @Test func cancellingThroughThePoolKeepsThePoolUsable() async throws {
+        try await PG.withClient(max: 1) { client in
+            let task = Task { try await client.query("SELECT pg_sleep(10)") }
+            try await Task.sleep(for: .milliseconds(200))
+            let start = ContinuousClock.now
+            task.cancel()
+            _ = await task.result
+            #expect(ContinuousClock.now - start < .seconds(1))
+            #expect(try await client.query("SELECT 3::int8 AS three")[0].decode(Int64.self, at: 0) == 3)
+        }
+    }
+
+    @Test func aTaskCancelledBeforeItsQueryNeverSendsIt() async throws {
+        let conn = try await PG.connect()
+        defer { conn.close() }
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await conn.query("SELECT pg_sleep(5)")
+        }
+        let start = ContinuousClock.now
+        await #expect(throws: PostgresError.self) { _ = try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(1))
+        #expect(try await conn.query("SELECT 1 AS one").count == 1)
+    }
+
+    @Test func aStatementTimeoutIsAQueryErrorNotACancellation() async throws {
+        let conn = try await PG.connect()
+        defer { conn.close() }
+        try await conn.execute("SET statement_timeout = 100")
+        let error = try await #require(throws: PostgresError.self) { _ = try await conn.query("SELECT pg_sleep(2)") }
+        #expect(error.kind == .query)
+        #expect(error.sqlState == "57014")
+    }
+}
