@@ -442,8 +442,12 @@ final class RedisConnection: Sendable {
                     }
                 case .auth:
                     if case .error(let message) = reply {
-                        let who = configuration.username.map { "user '\($0)'" } ?? "the default user"
-                        failure = .authentication("authentication to \(endpoint) as \(who) failed: \(message)")
+                        if configuration.password == nil {
+                            failure = .authentication("authentication to \(endpoint) failed: the server requires a password and none is configured (\(message))")
+                        } else {
+                            let who = configuration.username.map { "user '\($0)'" } ?? "the default user"
+                            failure = .authentication("authentication to \(endpoint) as \(who) failed: \(message)")
+                        }
                         break matching
                     }
                     if s.fifo.removeFirst().completesHandshake { handshakeDone = true }
@@ -661,6 +665,10 @@ final class RedisConnection: Sendable {
             } else {
                 try add([.literal("AUTH"), .string(password)], .auth)
             }
+        } else {
+            // No password: a PING checks that the server does not require one (NOAUTH
+            // then fails the connect as an authentication error, not each command).
+            try add([.literal("PING")], .auth)
         }
         switch role {
         case .commands:

@@ -100,6 +100,15 @@ import Testing
         }
     }
 
+    @Test func missingPasswordIsAnAuthenticationErrorToo() async throws {
+        try await withClient({ $0.password = nil; $0.username = nil; $0.connectionCount = 1 }) { redis in
+            let error = await expectError { try await redis.get("anything") } as? RedisError
+            #expect(error?.kind == .authentication)
+            #expect(error?.message.contains("requires a password") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("NOAUTH") == true)
+        }
+    }
+
     @Test func setConditionsAndExpirations() async throws {
         let p = TestEnvironment.uniqueName("set")
         try await withClient { redis in
