@@ -55,6 +55,11 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         var cancelRequested = false
         var cancelInFlight = false
         var cancelBeforeSend: UInt64 = 0
+        /// A task is inside `PQsend...`/`PQflush`, outside the lock: nobody else may
+        /// touch the PGconn. Readiness seen meanwhile is parked in `pendingEvents`.
+        var sending = false
+        var pendingEvents: IOEvents = []
+        var finishAfterSend = false
         var onBroken: (@Sendable (PostgresError) -> Void)?
     }
 
@@ -229,6 +234,11 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
 
     /// Sends with `send` (a `PQsend...` call), waits for every result, returns them.
     /// Must be called holding the turn.
+    ///
+    /// The send itself runs outside the lock (it is a system call that wakes the
+    /// server, which may answer before it returns): the `sending` flag keeps the loop
+    /// thread off the PGconn meanwhile, and a reply that arrived during the send is
+    /// read right here, without waiting for the loop.
     func roundTrip(sql: String?, cancellable: Bool, send: (OpaquePointer) -> Int32) async throws -> [PostgresResult] {
         let op: UInt64 = state.withLock { s in
             s.nextID += 1
@@ -236,7 +246,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (cont: UnsafeContinuation<[PostgresResult], any Error>) in
-                let failure: (any Error)? = state.withLock { s in
+                let refused: (any Error)? = state.withLock { s in
                     if var broken = s.broken {
                         broken.notSent = true
                         broken.sql = sql
@@ -246,38 +256,78 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
                     if cancellable && (Task.isCancelled || s.cancelBeforeSend == op) {
                         return PostgresError.cancelled(sql: sql)
                     }
-                    if send(pg) == 0 {
-                        let error = lostError(sql: sql)
-                        var notSent = error
-                        notSent.notSent = true
-                        markBroken(&s, error)
-                        return notSent
-                    }
-                    let flushed = PQflush(pg)
-                    if flushed < 0 {
-                        let error = lostError(sql: sql)
-                        markBroken(&s, error)
-                        return error
-                    }
-                    if flushed == 1 {
-                        s.wantWrite = true
-                        try? registration?.setInterest([.readable, .writable])
-                    }
+                    s.sending = true
                     s.op = op
-                    s.continuation = cont
-                    s.results = []
                     s.cancelRequested = false
+                    s.results = []
                     return nil
                 }
-                if let failure { cont.resume(throwing: failure) }
+                if let refused {
+                    cont.resume(throwing: refused)
+                    return
+                }
+                let sent = send(pg)
+                let flushed = sent == 0 ? -1 : PQflush(pg)
+
+                var outcome = Outcome()
+                var finish = false
+                var cancelNow = false
+                var interest: IOEvents?
+                state.withLock { s in
+                    s.sending = false
+                    finish = s.finishAfterSend
+                    if s.closed {
+                        outcome.resume = (cont, .failure(PostgresError.closed("the connection was closed while a statement ran")))
+                        return
+                    }
+                    if sent == 0 || flushed < 0 {
+                        var error = lostError(sql: sql)
+                        error.notSent = sent == 0
+                        markBroken(&s, error)
+                        outcome.resume = (cont, .failure(error))
+                        if let callback = s.onBroken { outcome.broken = (callback, error) }
+                        return
+                    }
+                    s.continuation = cont
+                    if flushed == 1 { s.wantWrite = true }
+                    if cancellable && s.cancelBeforeSend == op { cancelNow = true }
+                    if !s.pendingEvents.isEmpty {
+                        // The reply (or part of it) came during the send.
+                        let events = s.pendingEvents
+                        s.pendingEvents = []
+                        drive(events, &s, &outcome)
+                        if s.broken == nil { interest = s.wantWrite ? [.readable, .writable] : .readable }
+                    } else if flushed == 1 {
+                        interest = [.readable, .writable]
+                    }
+                }
+                if let interest { try? registration?.setInterest(interest) }
+                outcome.deliver()
+                if finish { finishNow() }
+                if cancelNow { requestCancel(op: op) }
             }
         } onCancel: {
             if cancellable { requestCancel(op: op) }
         }
     }
 
+    /// Continuations to resume and callbacks to call once the lock is released.
+    struct Outcome {
+        var resume: (UnsafeContinuation<[PostgresResult], any Error>, Result<[PostgresResult], any Error>)?
+        var broken: ((@Sendable (PostgresError) -> Void), PostgresError)?
+
+        func deliver() {
+            if let resume { resume.0.resume(with: resume.1) }
+            if let broken { broken.0(broken.1) }
+        }
+    }
+
     private func requestCancel(op: UInt64) {
         let send: Bool = state.withLock { s in
+            if s.op == op && s.sending {
+                s.cancelBeforeSend = op  // the sender issues the cancel once its send is done
+                return false
+            }
             if s.op == op && s.continuation != nil {
                 if s.cancelRequested { return false }
                 s.cancelRequested = true
@@ -313,87 +363,98 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     // MARK: - Loop thread
 
     func ioReady(_ events: IOEvents) {
-        var resume: (UnsafeContinuation<[PostgresResult], any Error>, Result<[PostgresResult], any Error>)?
-        var brokenCallback: ((@Sendable (PostgresError) -> Void), PostgresError)?
+        var outcome = Outcome()
         state.withLock { s in
             guard !s.closed, s.broken == nil else { return }
-            var failure: PostgresError?
-            if s.wantWrite {
-                let flushed = PQflush(pg)
-                if flushed == 0 {
-                    s.wantWrite = false
-                    try? registration?.setInterest(.readable)
-                } else if flushed < 0 {
-                    failure = lostError(sql: nil)
-                }
+            if s.sending {
+                // A task is sending: leave the PGconn alone, park the events, and stop
+                // level-triggered reports until the sender has read them.
+                s.pendingEvents.formUnion(events)
+                try? registration?.setInterest([])
+                return
             }
-            if failure == nil && (events.contains(.readable) || events.contains(.hangup)) {
-                if PQconsumeInput(pg) == 0 { failure = lostError(sql: nil) }
-            }
-            if failure == nil {
-                while let notify = PQnotifies(pg) { PQfreemem(notify) }
-            }
-            if failure == nil && s.continuation != nil && s.outcome == nil {
-                var done = false
-                while PQisBusy(pg) == 0 {
-                    guard let result = PQgetResult(pg) else {
-                        done = true
-                        break
-                    }
-                    let status = PQresultStatus(result)
-                    if status == PGRES_COPY_IN {
-                        _ = PQputCopyEnd(pg, "COPY FROM STDIN is not supported by this client")
-                        PQclear(result)
-                        _ = PQflush(pg)
-                        continue
-                    }
-                    if status == PGRES_COPY_OUT {
-                        PQclear(result)
-                        var drained = false
-                        while true {
-                            var buffer: UnsafeMutablePointer<CChar>?
-                            let n = PQgetCopyData(pg, &buffer, 1)
-                            if let buffer { PQfreemem(buffer) }
-                            if n > 0 { continue }
-                            drained = n < 0
-                            break
-                        }
-                        if !drained { break }
-                        continue
-                    }
-                    s.results.append(PostgresResult(result))
-                }
-                if done {
-                    if PQstatus(pg) == CONNECTION_BAD {
-                        failure = lostError(sql: nil)
-                    } else {
-                        let outcome: Result<[PostgresResult], any Error> = .success(s.results)
-                        s.results = []
-                        if s.cancelInFlight {
-                            s.outcome = outcome
-                        } else if let cont = s.continuation {
-                            s.continuation = nil
-                            s.op = 0
-                            resume = (cont, outcome)
-                        }
-                    }
-                }
-            } else if failure == nil && PQstatus(pg) == CONNECTION_BAD {
+            drive(events, &s, &outcome)
+        }
+        outcome.deliver()
+    }
+
+    /// Reads what is ready and completes the round trip in flight when its results
+    /// are all in. Called under the lock, by the loop thread or by a sender.
+    private func drive(_ events: IOEvents, _ s: inout State, _ outcome: inout Outcome) {
+        var failure: PostgresError?
+        if s.wantWrite {
+            let flushed = PQflush(pg)
+            if flushed == 0 {
+                s.wantWrite = false
+                try? registration?.setInterest(.readable)
+            } else if flushed < 0 {
                 failure = lostError(sql: nil)
             }
-            if let failure {
-                if let cont = s.continuation {
-                    s.continuation = nil
-                    s.outcome = nil
-                    s.results = []
-                    resume = (cont, .failure(failure))
-                }
-                markBroken(&s, failure)
-                if let callback = s.onBroken { brokenCallback = (callback, failure) }
-            }
         }
-        if let resume { resume.0.resume(with: resume.1) }
-        if let brokenCallback { brokenCallback.0(brokenCallback.1) }
+        if failure == nil && (events.contains(.readable) || events.contains(.hangup)) {
+            if PQconsumeInput(pg) == 0 { failure = lostError(sql: nil) }
+        }
+        if failure == nil {
+            while let notify = PQnotifies(pg) { PQfreemem(notify) }
+        }
+        if failure == nil && s.continuation != nil && s.outcome == nil {
+            var done = false
+            while PQisBusy(pg) == 0 {
+                guard let result = PQgetResult(pg) else {
+                    done = true
+                    break
+                }
+                let status = PQresultStatus(result)
+                if status == PGRES_COPY_IN {
+                    _ = PQputCopyEnd(pg, "COPY FROM STDIN is not supported by this client")
+                    PQclear(result)
+                    _ = PQflush(pg)
+                    continue
+                }
+                if status == PGRES_COPY_OUT {
+                    PQclear(result)
+                    var drained = false
+                    while true {
+                        var buffer: UnsafeMutablePointer<CChar>?
+                        let n = PQgetCopyData(pg, &buffer, 1)
+                        if let buffer { PQfreemem(buffer) }
+                        if n > 0 { continue }
+                        drained = n < 0
+                        break
+                    }
+                    if !drained { break }
+                    continue
+                }
+                s.results.append(PostgresResult(result))
+            }
+            if done {
+                if PQstatus(pg) == CONNECTION_BAD {
+                    failure = lostError(sql: nil)
+                } else {
+                    let result: Result<[PostgresResult], any Error> = .success(s.results)
+                    s.results = []
+                    if s.cancelInFlight {
+                        s.outcome = result
+                    } else if let cont = s.continuation {
+                        s.continuation = nil
+                        s.op = 0
+                        outcome.resume = (cont, result)
+                    }
+                }
+            }
+        } else if failure == nil && PQstatus(pg) == CONNECTION_BAD {
+            failure = lostError(sql: nil)
+        }
+        if let failure {
+            if let cont = s.continuation {
+                s.continuation = nil
+                s.outcome = nil
+                s.results = []
+                outcome.resume = (cont, .failure(failure))
+            }
+            markBroken(&s, failure)
+            if let callback = s.onBroken { outcome.broken = (callback, failure) }
+        }
     }
 
     /// Records that the connection is unusable and stops watching its socket.
@@ -563,19 +624,26 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         }
         for waiter in waiters { waiter.continuation.resume(throwing: PostgresError.closed()) }
         cont?.resume(throwing: PostgresError.closed("the connection was closed while a statement ran"))
-        let finish: @Sendable () -> Void = { [self] in
-            let already = state.withLock { s in
-                let was = s.finished
-                s.finished = true
-                return was
-            }
-            if !already { PQfinish(pg) }
-        }
         if let registration {
-            registration.deregister(then: finish)
+            registration.deregister { [self] in finishNow() }
         } else {
-            finish()
+            finishNow()
         }
+    }
+
+    /// `PQfinish`, once, and never while a sender is using the PGconn (the sender
+    /// finishes it when its send is done).
+    private func finishNow() {
+        let finish: Bool = state.withLock { s in
+            if s.finished { return false }
+            if s.sending {
+                s.finishAfterSend = true
+                return false
+            }
+            s.finished = true
+            return true
+        }
+        if finish { PQfinish(pg) }
     }
 }
 

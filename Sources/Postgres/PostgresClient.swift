@@ -156,14 +156,24 @@ public final class PostgresClient: PostgresQueryable, Sendable {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresTransaction) async throws -> Result
     ) async throws -> Result {
-        let lease = try await acquire()
-        let core = lease.connection.core
+        var lease = try await acquire()
         do {
-            _ = try await core.simple("BEGIN", cancellable: true)
+            _ = try await lease.connection.core.simple("BEGIN", cancellable: true)
+        } catch let error as PostgresError where error.kind == .connection && error.notSent {
+            // The connection died before BEGIN left: another one may do.
+            release(lease)
+            lease = try await acquire()
+            do {
+                _ = try await lease.connection.core.simple("BEGIN", cancellable: true)
+            } catch {
+                release(lease)
+                throw error
+            }
         } catch {
             release(lease)
             throw error
         }
+        let core = lease.connection.core
         let transaction = PostgresTransaction(connection: lease.connection)
         let value: Result
         do {
