@@ -347,7 +347,10 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
         if additionalKeywords.contains(where: { $0.key == "hostaddr" || $0.key == "service" }) {
             return additionalKeywords.contains(where: { $0.key == "service" })
         }
-        guard let host else { return false }
+        // libpq falls back to $PGHOST (and resolves it) when no host is given.
+        let environment = ProcessInfo.processInfo.environment
+        if host == nil && environment["PGHOSTADDR"] != nil { return false }
+        guard let host = host ?? environment["PGHOST"] else { return false }
         for h in host.split(separator: ",", omittingEmptySubsequences: false) {
             let name = h.trimmingCharacters(in: .whitespaces)
             if name.isEmpty || name.hasPrefix("/") || name.hasPrefix("@") { continue }
