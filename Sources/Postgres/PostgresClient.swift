@@ -416,7 +416,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     private func error(for reason: Machine.FailureReason, in s: State) -> PostgresError {
         switch reason {
         case .timeout:
-            var message = "timed out after \(configuration.acquireTimeout) waiting for a connection from the pool (\(s.machine.leased.count) of at most \(configuration.maxConnections) connections in use)"
+            var message = "timed out after \(configuration.acquireTimeout) waiting for a connection from the pool (\(s.machine.leased.count) of at most \(configuration.maxConnections) connections in use, \(s.machine.connecting.count) being opened)"
             var error = PostgresError(.timeout, message)
             if let last = s.lastConnectError, s.machine.leased.isEmpty {
                 message += "; the last connection attempt failed: \(last.message)"

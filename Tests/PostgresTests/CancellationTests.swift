@@ -9,7 +9,7 @@ import Testing
         defer { conn.close() }
         let pid = conn.backendPID
         let task = Task { try await conn.query("SELECT pg_sleep(10)") }
-        try await Task.sleep(for: .milliseconds(200))
+        try await PG.waitUntilActive(pid: pid)
         let start = ContinuousClock.now
         task.cancel()
         let result = await task.result
@@ -57,5 +57,20 @@ import Testing
         let error = try await #require(throws: PostgresError.self) { _ = try await conn.query("SELECT pg_sleep(2)") }
         #expect(error.kind == .query)
         #expect(error.sqlState == "57014")
+    }
+}
+
+extension PG {
+    /// Waits until the server process `pid` runs a statement (seen from another
+    /// connection), so that a test cancels a statement that really runs.
+    static func waitUntilActive(pid: Int32) async throws {
+        let observer = try await connect()
+        defer { observer.close() }
+        for _ in 0..<500 {
+            let rows = try await observer.query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", [pid])
+            if try rows[0].decode(Int.self, column: "n") == 1 { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("backend \(pid) never became active")
     }
 }
