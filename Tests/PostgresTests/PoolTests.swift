@@ -100,6 +100,23 @@ import Testing
         await #expect(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
     }
 
+    @Test func theStatementCacheIsBoundedAndDeallocatesWhatItEvicts() async throws {
+        var config = try PG.configuration()
+        config.statementCacheCapacity = 2
+        let conn = try await PostgresConnection.connect(configuration: config)
+        defer { conn.close() }
+        let statements = (1...4).map { "SELECT $1::int8 + \($0) AS v" }
+        for round in 0..<3 {
+            for (i, sql) in statements.enumerated() {
+                for _ in 0..<2 {
+                    #expect(try await conn.query(sql, [Int64(round)])[0].decode(Int64.self, column: "v") == Int64(round + i + 1))
+                }
+            }
+        }
+        let prepared = try await conn.query("SELECT count(*) AS n FROM pg_prepared_statements")[0].decode(Int.self, column: "n")
+        #expect(prepared <= 2)
+    }
+
     @Test func statementsArePreparedOnceAndReused() async throws {
         let conn = try await PG.connect()
         defer { conn.close() }
