@@ -87,14 +87,18 @@ let package = Package(
                 "Redis",
                 "CLibpq",
                 "CHiredis",
+                "ProcessRunner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
 
+        // Runs helper programs (dev-services, redis-benchmark, pgbench) for the tests
+        // and the benchmark; not part of the library.
+        .target(name: "ProcessRunner"),
         .target(
             name: "TestSupport",
-            dependencies: [],
+            dependencies: ["ProcessRunner"],
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),

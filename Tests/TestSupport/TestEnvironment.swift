@@ -1,4 +1,6 @@
+import Dispatch
 import Foundation
+import ProcessRunner
 
 /// Where the tests find their servers, and helpers to drive `scripts/dev-services`.
 ///
@@ -44,32 +46,46 @@ public enum TestEnvironment {
         return String(String(clean).prefix(20)) + "_" + String(random, radix: 36)
     }
 
-    /// Runs `scripts/dev-services` with `arguments` and returns what it printed on
-    /// standard output. Throws with its standard error when it fails.
+    /// Runs `scripts/dev-services` with `arguments` (for `instance`, if given) and
+    /// returns what it printed on standard output. Throws with its standard error when
+    /// it fails. Blocks the calling thread: prefer ``runDevServices(_:instance:)`` from
+    /// async code. (Not Foundation's `Process`, whose `waitUntilExit()` never returns in
+    /// a Swift Testing process on Linux: see `ProcessRunner`.)
     @discardableResult
     public static func devServices(_ arguments: [String], instance: String? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = repositoryRoot.appendingPathComponent("scripts/dev-services")
-        process.arguments = (instance.map { ["--instance", $0] } ?? []) + arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let stdout = String(decoding: outData, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw Missing(description: "scripts/dev-services \(arguments.joined(separator: " ")) failed (\(process.terminationStatus)): \(String(decoding: errData, as: UTF8.self))")
+        let script = repositoryRoot.appendingPathComponent("scripts/dev-services").path
+        let fullArguments = (instance.map { ["--instance", $0] } ?? []) + arguments
+        let outcome = try ProcessRunner.runBlocking(script, fullArguments)
+        guard outcome.status == 0 else {
+            throw Missing(description: "scripts/dev-services \(fullArguments.joined(separator: " ")) failed (\(outcome.status)): \(outcome.standardError)")
         }
-        return stdout
+        return outcome.standardOutput
+    }
+
+    /// ``devServices(_:instance:)``, run on a Dispatch thread so that no thread of the
+    /// cooperative pool waits for the script.
+    @discardableResult
+    public static func runDevServices(_ arguments: [String], instance: String? = nil) async throws -> String {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try devServices(arguments, instance: instance) })
+            }
+        }
     }
 
     /// Starts a private pair of servers (`--instance name`) and returns their URLs.
     /// Tests that stop or restart a server use their own instance, so that tests
     /// running in parallel on the shared servers are not disturbed.
     public static func privateInstance(_ name: String) throws -> (databaseURL: String, redisURL: String) {
-        let output = try devServices(["up"], instance: name)
+        try parseURLs(try devServices(["up"], instance: name), name: name)
+    }
+
+    /// ``privateInstance(_:)`` without blocking a thread of the cooperative pool.
+    public static func startPrivateInstance(_ name: String) async throws -> (databaseURL: String, redisURL: String) {
+        try parseURLs(try await runDevServices(["up"], instance: name), name: name)
+    }
+
+    static func parseURLs(_ output: String, name: String) throws -> (databaseURL: String, redisURL: String) {
         var db: String?, redis: String?
         for line in output.split(separator: "\n") {
             let parts = line.split(separator: "=", maxSplits: 1)

@@ -1,0 +1,172 @@
+import Postgres
+
+/// A table's rows, read through the cache.
+///
+/// A conforming type says where its rows come from (``load(_:on:)``, and where it can,
+/// ``load(many:on:)``), its ``keyspace``, ``schemaVersion`` and ``policy``. The
+/// extension gives it ``find(_:)``, ``find(many:)``, ``invalidate(_:)`` and the write
+/// helpers (``update(_:_:)``, ``delete(_:_:)``, ``insert(_:)``), which keep the cache
+/// right: every write deletes the entry after its transaction commits, and no reader
+/// can put an old row back afterwards.
+///
+/// ```swift
+/// struct UserRepository: CachedRepository {
+///     let cache: CacheAside
+///     var keyspace: String { "user" }
+///
+///     func load(_ id: Int64, on db: some PostgresQueryable) async throws -> User? {
+///         try await db.query("SELECT id, name, email FROM users WHERE id = $1", [id])
+///             .first?.decode(User.self)
+///     }
+/// }
+/// ```
+public protocol CachedRepository<Entity>: Sendable {
+    /// The cached row type, stored as JSON.
+    associatedtype Entity: Codable & Sendable
+    /// The primary key.
+    associatedtype ID: CacheIdentifier
+
+    /// The shared runtime (clients, namespace, single-flight table).
+    var cache: CacheAside { get }
+    /// The entity's name in keys (`A-Z a-z 0-9 - . _`), e.g. `user`.
+    var keyspace: String { get }
+    /// The version of the cached representation: bump it when `Entity`'s shape
+    /// changes, and every old entry is retired at once. Default: 1.
+    var schemaVersion: Int { get }
+    /// TTLs, leases and breaker settings. Default: the cache's default policy.
+    var policy: CachePolicy { get }
+
+    /// Loads one row from the database, or `nil` if there is none.
+    func load(_ id: ID, on db: some PostgresQueryable) async throws -> Entity?
+
+    /// Loads many rows in one query (e.g. `WHERE id = ANY($1)`), keyed by id; ids
+    /// without a row are left out. The default calls ``load(_:on:)`` once per id.
+    func load(many ids: [ID], on db: some PostgresQueryable) async throws -> [ID: Entity]
+}
+
+extension CachedRepository {
+    public var schemaVersion: Int { 1 }
+
+    public var policy: CachePolicy { cache.defaultPolicy }
+
+    public func load(many ids: [ID], on db: some PostgresQueryable) async throws -> [ID: Entity] {
+        var result: [ID: Entity] = [:]
+        for id in ids {
+            if let entity = try await load(id, on: db) { result[id] = entity }
+        }
+        return result
+    }
+
+    /// The Redis key of `id`'s entry.
+    public func cacheKey(for id: ID) throws -> CacheKey {
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        return state.prefix.key(for: id.cacheKeyComponent)
+    }
+
+    // MARK: - Reads
+
+    /// Reads one row through the cache: from Redis when it is there, else from the
+    /// database (one load per key per burst: callers in this process share one load,
+    /// and other processes wait briefly for the lease holder's fill). A missing row is
+    /// cached as absent for the policy's negative TTL.
+    ///
+    /// If Redis fails or is slow, the read goes to the database and succeeds.
+    /// - Throws: the database's error (a `PostgresError`), or ``CacheError`` for a bad
+    ///   keyspace.
+    public func find(_ id: ID) async throws -> Entity? {
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let key = state.prefix.key(for: id.cacheKeyComponent)
+        return try await ReadPath(cache: cache, state: state, load: { db in try await self.load(id, on: db) })
+            .find(key)
+    }
+
+    /// Reads many rows through the cache: one `MGET` for all of them, one
+    /// ``load(many:on:)`` for the misses, and the fills sent together. Ids without a row
+    /// are left out of the result (and cached as absent).
+    public func find(many ids: some Sequence<ID>) async throws -> [ID: Entity] {
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        var unique: [ID] = []
+        var seen = Set<ID>()
+        for id in ids where seen.insert(id).inserted { unique.append(id) }
+        if unique.isEmpty { return [:] }
+        let keys = unique.map { state.prefix.key(for: $0.cacheKeyComponent) }
+        return try await ManyReadPath(
+            cache: cache, state: state,
+            loadMany: { ids, db in try await self.load(many: ids, on: db) }
+        ).find(ids: unique, keys: keys)
+    }
+
+    /// Reads one row inside a write transaction: from the database (it sees the
+    /// transaction's own changes), never from the cache, and it fills nothing.
+    public func find(_ id: ID, in transaction: PostgresTransaction) async throws -> Entity? {
+        try await load(id, on: transaction)
+    }
+
+    // MARK: - Writes
+
+    /// Deletes the cached entries (and leases) of `ids`, so that the next read loads
+    /// them from the database. Loads of these ids in flight in this process are not
+    /// joined by later readers. If Redis cannot be reached, the invalidation is retried
+    /// in the background until it succeeds or the entries have expired.
+    public func invalidate(_ ids: ID...) async {
+        await invalidate(many: ids)
+    }
+
+    /// Like ``invalidate(_:)``, for a collection of ids.
+    public func invalidate(many ids: some Sequence<ID>) async {
+        guard let state = try? cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy) else { return }
+        let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent) }
+        await cache.invalidate(keys, state: state)
+    }
+
+    /// Runs `body` in a transaction and, after it commits, invalidates `ids`.
+    /// A throw rolls the transaction back and invalidates nothing.
+    @discardableResult
+    public func write<Result: Sendable>(
+        invalidating ids: [ID],
+        _ body: @Sendable (PostgresTransaction) async throws -> Result
+    ) async throws -> Result {
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent) }
+        let cache = self.cache
+        return try await cache.postgres.withTransaction { transaction in
+            let result = try await body(transaction)
+            transaction.afterCommit { await cache.invalidate(keys, state: state) }
+            return result
+        }
+    }
+
+    /// Changes the row `id` in a transaction (`body` runs the SQL) and invalidates its
+    /// entry after the commit. The new value is not written to the cache: the next
+    /// read loads it.
+    @discardableResult
+    public func update<Result: Sendable>(
+        _ id: ID, _ body: @Sendable (PostgresTransaction) async throws -> Result
+    ) async throws -> Result {
+        try await write(invalidating: [id], body)
+    }
+
+    /// Deletes the row `id` in a transaction (`body` runs the SQL) and invalidates its
+    /// entry after the commit.
+    @discardableResult
+    public func delete<Result: Sendable>(
+        _ id: ID, _ body: @Sendable (PostgresTransaction) async throws -> Result
+    ) async throws -> Result {
+        try await write(invalidating: [id], body)
+    }
+
+    /// Inserts a row in a transaction; `body` runs the SQL and returns the new row's id,
+    /// whose entry is invalidated after the commit, so that a cached "absent" never
+    /// hides the new row.
+    @discardableResult
+    public func insert(_ body: @Sendable (PostgresTransaction) async throws -> ID) async throws -> ID {
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let cache = self.cache
+        return try await cache.postgres.withTransaction { transaction in
+            let id = try await body(transaction)
+            let key = state.prefix.key(for: id.cacheKeyComponent)
+            transaction.afterCommit { await cache.invalidate([key], state: state) }
+            return id
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import Metrics
+import Synchronization
+
+/// What the cache did for one keyspace (or all of them) since it started: counts that
+/// a demo, a test or a health endpoint can read without a metrics backend.
+///
+/// The same events are reported to swift-metrics (see ``CacheAside``), where a backend
+/// such as Prometheus or StatsD picks them up.
+public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
+    /// Reads answered by Redis (including cached "absent" entries).
+    public var hits = 0
+    /// Reads that did not find an entry in Redis.
+    public var misses = 0
+    /// Entries written by a reader holding a valid lease.
+    public var fills = 0
+    /// Fills refused because the lease was gone (a write happened, or it expired).
+    public var rejectedFills = 0
+    /// Times a reader found another process's lease and waited for its fill.
+    public var leaseWaits = 0
+    /// Loads from PostgreSQL made by reads (a `find(many:)` counts once).
+    public var databaseLoads = 0
+    /// Reads served from PostgreSQL because Redis failed or the breaker was open.
+    public var failOpenReads = 0
+    /// Invalidations retried because Redis could not be reached.
+    public var invalidationRetries = 0
+    /// Entries that failed to decode (deleted and treated as misses).
+    public var decodeFailures = 0
+
+    /// Zero counts.
+    public init() {}
+
+    static func + (a: CacheStatistics, b: CacheStatistics) -> CacheStatistics {
+        var r = a
+        r.hits += b.hits
+        r.misses += b.misses
+        r.fills += b.fills
+        r.rejectedFills += b.rejectedFills
+        r.leaseWaits += b.leaseWaits
+        r.databaseLoads += b.databaseLoads
+        r.failOpenReads += b.failOpenReads
+        r.invalidationRetries += b.invalidationRetries
+        r.decodeFailures += b.decodeFailures
+        return r
+    }
+
+    public var description: String {
+        "hits \(hits), misses \(misses), fills \(fills), rejected fills \(rejectedFills), lease waits \(leaseWaits), "
+            + "database loads \(databaseLoads), fail-open reads \(failOpenReads), invalidation retries \(invalidationRetries), "
+            + "decode failures \(decodeFailures)"
+    }
+}
+
+/// Counters of one keyspace: atomics for ``CacheStatistics`` and swift-metrics
+/// instruments, created once.
+final class KeyspaceCounters: Sendable {
+    enum Event: Int, CaseIterable {
+        case hit, miss, fill, rejectedFill, leaseWait, databaseLoad, failOpenRead, invalidationRetry, decodeFailure
+
+        var label: String {
+            switch self {
+            case .hit: return "cache_aside_hits_total"
+            case .miss: return "cache_aside_misses_total"
+            case .fill: return "cache_aside_fills_total"
+            case .rejectedFill: return "cache_aside_rejected_fills_total"
+            case .leaseWait: return "cache_aside_lease_waits_total"
+            case .databaseLoad: return "cache_aside_database_loads_total"
+            case .failOpenRead: return "cache_aside_fail_open_reads_total"
+            case .invalidationRetry: return "cache_aside_invalidation_retries_total"
+            case .decodeFailure: return "cache_aside_decode_failures_total"
+            }
+        }
+    }
+
+    private let hits = Atomic<Int>(0)
+    private let misses = Atomic<Int>(0)
+    private let fills = Atomic<Int>(0)
+    private let rejectedFills = Atomic<Int>(0)
+    private let leaseWaits = Atomic<Int>(0)
+    private let databaseLoads = Atomic<Int>(0)
+    private let failOpenReads = Atomic<Int>(0)
+    private let invalidationRetries = Atomic<Int>(0)
+    private let decodeFailures = Atomic<Int>(0)
+    private let counters: [Counter]
+    /// Latency of `find` served from Redis.
+    let hitTimer: Metrics.Timer
+    /// Latency of `find` that went to PostgreSQL.
+    let missTimer: Metrics.Timer
+
+    init(keyspace: String) {
+        let dimensions = [("keyspace", keyspace)]
+        counters = Event.allCases.map { Counter(label: $0.label, dimensions: dimensions) }
+        hitTimer = Metrics.Timer(label: "cache_aside_find_duration", dimensions: dimensions + [("path", "hit")])
+        missTimer = Metrics.Timer(label: "cache_aside_find_duration", dimensions: dimensions + [("path", "miss")])
+    }
+
+    func record(_ event: Event, _ n: Int = 1) {
+        guard n > 0 else { return }
+        switch event {
+        case .hit: hits.add(n, ordering: .relaxed)
+        case .miss: misses.add(n, ordering: .relaxed)
+        case .fill: fills.add(n, ordering: .relaxed)
+        case .rejectedFill: rejectedFills.add(n, ordering: .relaxed)
+        case .leaseWait: leaseWaits.add(n, ordering: .relaxed)
+        case .databaseLoad: databaseLoads.add(n, ordering: .relaxed)
+        case .failOpenRead: failOpenReads.add(n, ordering: .relaxed)
+        case .invalidationRetry: invalidationRetries.add(n, ordering: .relaxed)
+        case .decodeFailure: decodeFailures.add(n, ordering: .relaxed)
+        }
+        counters[event.rawValue].increment(by: Int64(n))
+    }
+
+    func count(_ event: Event) -> Int {
+        switch event {
+        case .hit: return hits.load(ordering: .relaxed)
+        case .miss: return misses.load(ordering: .relaxed)
+        case .fill: return fills.load(ordering: .relaxed)
+        case .rejectedFill: return rejectedFills.load(ordering: .relaxed)
+        case .leaseWait: return leaseWaits.load(ordering: .relaxed)
+        case .databaseLoad: return databaseLoads.load(ordering: .relaxed)
+        case .failOpenRead: return failOpenReads.load(ordering: .relaxed)
+        case .invalidationRetry: return invalidationRetries.load(ordering: .relaxed)
+        case .decodeFailure: return decodeFailures.load(ordering: .relaxed)
+        }
+    }
+
+    var statistics: CacheStatistics {
+        var s = CacheStatistics()
+        s.hits = count(.hit)
+        s.misses = count(.miss)
+        s.fills = count(.fill)
+        s.rejectedFills = count(.rejectedFill)
+        s.leaseWaits = count(.leaseWait)
+        s.databaseLoads = count(.databaseLoad)
+        s.failOpenReads = count(.failOpenRead)
+        s.invalidationRetries = count(.invalidationRetry)
+        s.decodeFailures = count(.decodeFailure)
+        return s
+    }
+}

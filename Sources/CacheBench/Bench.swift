@@ -1,0 +1,290 @@
+import CacheAside
+import Foundation
+import Logging
+import Postgres
+import Redis
+import Synchronization
+
+/// A cached row of the benchmark's table.
+struct BenchUser: Codable, Sendable {
+    var id: Int64
+    var name: String
+    var email: String
+    var updatedAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, email
+        case updatedAt = "updated_at"
+    }
+}
+
+let benchTable = "cache_bench_users"
+let selectSQL = "SELECT id, name, email, updated_at FROM \(benchTable) WHERE id = $1"
+
+struct BenchRepository: CachedRepository {
+    let cache: CacheAside
+    var keyspace: String { "bench-user" }
+
+    func load(_ id: Int64, on db: some PostgresQueryable) async throws -> BenchUser? {
+        try await db.query(selectSQL, [id]).first?.decode(BenchUser.self)
+    }
+}
+
+/// Runs every benchmark, in an order that keeps each pair (raw and ours) side by side.
+struct Bench: Sendable {
+    let settings: Settings
+
+    func run() async throws -> [(String, Result)] {
+        let logger = Logger(label: "cache-bench")
+        let pgConfig = try PostgresConfiguration(url: settings.databaseURL)
+        let redisConfig = try RedisConfiguration(url: settings.redisURL)
+        let postgres = PostgresClient(configuration: pgConfig, logger: logger)
+        let redis = try RedisClient(configuration: redisConfig, logger: logger)
+        let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "cache-bench", logger: logger)
+        let repository = BenchRepository(cache: cache)
+        defer {
+            Task {
+                await cache.shutdown()
+                await redis.shutdown()
+                await postgres.shutdown()
+            }
+        }
+
+        try await prepareTable(postgres)
+        let valueKey = "cache-bench:raw:value"
+        let sampleRow = try await repository.load(1, on: postgres)
+        let sampleValue = try JSONEncoder().encode(sampleRow)
+        _ = try await redis.set(valueKey, to: Array(sampleValue), expiration: .seconds(3600))
+        progress("value: \(sampleValue.count) bytes of JSON; table \(benchTable): \(settings.rows) rows")
+
+        var results: [(String, Result)] = []
+
+        // Redis: raw hiredis against our client, interleaved in rounds.
+        guard case .tcp(let host, let port) = redisConfig.endpoint else {
+            throw RawBaselines.Failure(description: "the raw hiredis baseline needs a TCP Redis URL")
+        }
+        let hiredis = try RawBaselines.Hiredis(
+            host: host, port: port, user: redisConfig.username, password: redisConfig.password,
+            database: redisConfig.database)
+        let pair = try await interleaved(
+            raw: { n in
+                await onThread {
+                    var l = Latencies()
+                    let key = Array(valueKey.utf8), get = Array("GET".utf8)
+                    let clock = ContinuousClock()
+                    for _ in 0..<n {
+                        let t = clock.now
+                        _ = hiredis.get(key, get)
+                        l.record(clock.now - t)
+                    }
+                    return l
+                }
+            },
+            ours: { n in
+                var l = Latencies()
+                let clock = ContinuousClock()
+                for _ in 0..<n {
+                    let t = clock.now
+                    _ = try await redis.get(valueKey)
+                    l.record(clock.now - t)
+                }
+                return l
+            },
+            label: "redis_get")
+        results.append(("redis_get_raw", pair.raw))
+        results.append(("redis_get", pair.ours))
+
+        // PostgreSQL: raw PQexecPrepared against our client.
+        let libpq = try RawBaselines.Libpq(url: settings.databaseURL, sql: selectSQL)
+        let rowCount = settings.rows
+        let pgPair = try await interleaved(
+            raw: { n in
+                await onThread {
+                    var l = Latencies()
+                    let clock = ContinuousClock()
+                    for i in 0..<n {
+                        let id = String(i % rowCount + 1)
+                        let t = clock.now
+                        _ = libpq.select(id)
+                        l.record(clock.now - t)
+                    }
+                    return l
+                }
+            },
+            ours: { n in
+                var l = Latencies()
+                let clock = ContinuousClock()
+                for i in 0..<n {
+                    let id = Int64(i % rowCount + 1)
+                    let t = clock.now
+                    _ = try await postgres.query(selectSQL, [id]).first?.decode(BenchUser.self)
+                    l.record(clock.now - t)
+                }
+                return l
+            },
+            label: "pg_select")
+        results.append(("pg_select_raw", pgPair.raw))
+        results.append(("pg_select", pgPair.ours))
+
+        // Cache hit: the same row, warm.
+        progress("cache_hit ...")
+        _ = try await repository.find(1)
+        try await Task.sleep(for: .milliseconds(50))
+        results.append(("cache_hit", try await sequential(settings.iterations, warmup: settings.warmup) { _ in
+            _ = try await repository.find(1)
+        }))
+
+        // Cache miss: each find's entry is deleted first (untimed). Ids cycle through
+        // the table so that no fill of an earlier find can land after the delete.
+        progress("cache_miss ...")
+        let missIterations = min(settings.iterations, rowCount)
+        let keys = try (1...Int64(rowCount)).map { try repository.cacheKey(for: $0) }
+        results.append(("cache_miss", try await sequential(missIterations, warmup: 0, untimed: { i in
+            let key = keys[i % rowCount]
+            _ = try await redis.del([key.entryKey, key.leaseKey])
+        }) { i in
+            _ = try await repository.find(Int64(i % rowCount + 1))
+        }))
+        let stats = cache.statistics(keyspace: repository.keyspace)
+        progress("cache statistics: \(stats)")
+
+        // Concurrency: many tasks on the shared clients.
+        progress("redis_get_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
+        results.append(("redis_get_concurrent", try await concurrent { _ in _ = try await redis.get(valueKey) }))
+        let hot = Int64(min(rowCount, 1000))
+        for id in 1...hot { _ = try await repository.find(id) }
+        try await Task.sleep(for: .milliseconds(100))
+        progress("cache_hit_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
+        results.append(("cache_hit_concurrent", try await concurrent { i in
+            _ = try await repository.find(Int64(i % Int(hot)) + 1)
+        }))
+
+        // The servers' own tools, against the same servers.
+        if settings.external {
+            if let r = try await ExternalTools.redisBenchmark(config: redisConfig, key: valueKey, value: Array(sampleValue), seconds: settings.seconds, redis: redis) {
+                results.append(("redis_benchmark_get_c50", r))
+            }
+            if let r = try await ExternalTools.pgbench(url: settings.databaseURL, table: benchTable, rows: rowCount, seconds: settings.seconds) {
+                results.append(("pgbench_select_c1", r))
+            }
+        }
+        _ = try await redis.del([valueKey])
+        return results
+    }
+
+    private func prepareTable(_ postgres: PostgresClient) async throws {
+        try await postgres.execute("""
+            CREATE TABLE IF NOT EXISTS \(benchTable) (
+                id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE,
+                updated_at timestamptz NOT NULL DEFAULT now())
+            """)
+        let count = try await postgres.query("SELECT count(*) AS n FROM \(benchTable)").first?.decode(Int64.self, column: "n") ?? 0
+        if count < settings.rows {
+            progress("seeding \(settings.rows) rows ...")
+            try await postgres.execute("""
+                INSERT INTO \(benchTable) (id, name, email)
+                SELECT g, 'User ' || g, 'user' || g || '@example.com' FROM generate_series(1, $1::bigint) g
+                ON CONFLICT (id) DO NOTHING
+                """, [Int64(settings.rows)])
+            try await postgres.execute("ANALYZE \(benchTable)")
+        }
+    }
+
+    /// Runs `raw` and `ours` in alternating rounds (5 each) after a warm-up of both, so
+    /// that drift on a shared machine affects both alike.
+    private func interleaved(
+        raw: @Sendable (Int) async throws -> Latencies,
+        ours: @Sendable (Int) async throws -> Latencies,
+        label: String
+    ) async throws -> (raw: Result, ours: Result) {
+        progress("\(label)_raw and \(label), interleaved ...")
+        _ = try await raw(settings.warmup)
+        _ = try await ours(settings.warmup)
+        let rounds = 5
+        let perRound = max(1, settings.iterations / rounds)
+        var rawAll = Latencies(), oursAll = Latencies()
+        var rawTime = Duration.zero, oursTime = Duration.zero
+        let clock = ContinuousClock()
+        for _ in 0..<rounds {
+            var t = clock.now
+            rawAll.add(try await raw(perRound))
+            rawTime += clock.now - t
+            t = clock.now
+            oursAll.add(try await ours(perRound))
+            oursTime += clock.now - t
+        }
+        return (rawAll.result(elapsed: rawTime), oursAll.result(elapsed: oursTime))
+    }
+
+    private func sequential(
+        _ n: Int, warmup: Int, untimed: (Int) async throws -> Void = { _ in },
+        _ body: (Int) async throws -> Void
+    ) async throws -> Result {
+        for i in 0..<warmup {
+            try await untimed(i)
+            try await body(i)
+        }
+        var l = Latencies()
+        var busy = Duration.zero
+        let clock = ContinuousClock()
+        for i in 0..<n {
+            try await untimed(i)
+            let t = clock.now
+            try await body(i)
+            let d = clock.now - t
+            busy += d
+            l.record(d)
+        }
+        return l.result(elapsed: busy)
+    }
+
+    private func concurrent(_ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Result {
+        let duration = Duration.milliseconds(Int64(settings.seconds * 1000))
+        // Warm-up: a short burst.
+        let warmEnd = ContinuousClock.now + .milliseconds(300)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<settings.concurrency {
+                group.addTask {
+                    var i = t
+                    while ContinuousClock.now < warmEnd {
+                        try await body(i)
+                        i += 1
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let start = ContinuousClock.now
+        let end = start + duration
+        let merged = try await withThrowingTaskGroup(of: Latencies.self) { group in
+            for t in 0..<settings.concurrency {
+                group.addTask {
+                    var l = Latencies()
+                    let clock = ContinuousClock()
+                    var i = t
+                    while clock.now < end {
+                        let s = clock.now
+                        try await body(i)
+                        l.record(clock.now - s)
+                        i += settings.concurrency
+                    }
+                    return l
+                }
+            }
+            var all = Latencies()
+            for try await l in group { all.add(l) }
+            return all
+        }
+        return merged.result(elapsed: ContinuousClock.now - start)
+    }
+}
+
+/// Runs blocking work on a thread of its own (not Swift's cooperative pool), as a
+/// plain C program would, and returns its result.
+func onThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: work()) }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+}

@@ -1,1 +1,0 @@
-print("cache-bench: arrives with the [demo-bench] issue")

@@ -1,0 +1,31 @@
+import CacheAside
+import Foundation
+import Postgres
+
+/// A row of `users` (Migrations/0001_users.sql).
+struct User: Codable, Sendable, Equatable {
+    var id: Int64
+    var name: String
+    var email: String
+    var updatedAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, email
+        case updatedAt = "updated_at"
+    }
+}
+
+/// The seed article's `get_user`, done right: a cached repository of `users`.
+struct UserRepository: CachedRepository {
+    let cache: CacheAside
+    var keyspace: String { "user" }
+
+    func load(_ id: Int64, on db: some PostgresQueryable) async throws -> User? {
+        try await db.query("SELECT id, name, email, updated_at FROM users WHERE id = $1", [id]).first?.decode(User.self)
+    }
+
+    func load(many ids: [Int64], on db: some PostgresQueryable) async throws -> [Int64: User] {
+        let rows = try await db.query("SELECT id, name, email, updated_at FROM users WHERE id = ANY($1)", [ids])
+        return Dictionary(uniqueKeysWithValues: try rows.decode(User.self).map { ($0.id, $0) })
+    }
+}

@@ -1,1 +1,0 @@
-print("user-lookup: arrives with the [demo-bench] issue")

@@ -1,0 +1,182 @@
+@testable import CacheAside
+import Foundation
+import Logging
+import Postgres
+import Redis
+import Synchronization
+import TestSupport
+import Testing
+
+/// A cached row of the tests' own table.
+struct Item: Codable, Sendable, Equatable {
+    var id: Int64
+    var name: String
+    var version: Int64
+}
+
+/// Counts database loads per id, and can hold a load after it read its row.
+final class LoadProbe: Sendable {
+    typealias Gate = @Sendable (Int64, Item?) async -> Void
+    private let counts = Mutex<[Int64: Int]>([:])
+    private let manyCalls = Atomic<Int>(0)
+    private let gate = Mutex<Gate?>(nil)
+
+    func record(_ id: Int64) { counts.withLock { $0[id, default: 0] += 1 } }
+    func recordMany() { manyCalls.add(1, ordering: .relaxed) }
+    func loads(of id: Int64) -> Int { counts.withLock { $0[id] ?? 0 } }
+    var totalLoads: Int { counts.withLock { $0.values.reduce(0, +) } }
+    var loadManyCalls: Int { manyCalls.load(ordering: .relaxed) }
+    func setGate(_ g: Gate?) { gate.withLock { $0 = g } }
+    func pass(_ id: Int64, _ item: Item?) async {
+        if let g = gate.withLock({ $0 }) { await g(id, item) }
+    }
+}
+
+/// A repository over the test's own table.
+struct ItemRepository: CachedRepository {
+    let cache: CacheAside
+    let table: String
+    let probe: LoadProbe
+    var policy: CachePolicy
+    var keyspace: String { "item" }
+
+    func load(_ id: Int64, on db: some PostgresQueryable) async throws -> Item? {
+        probe.record(id)
+        let item = try await db.query("SELECT id, name, version FROM \(table) WHERE id = $1", [id]).first?.decode(Item.self)
+        await probe.pass(id, item)
+        return item
+    }
+
+    func load(many ids: [Int64], on db: some PostgresQueryable) async throws -> [Int64: Item] {
+        probe.recordMany()
+        for id in ids { probe.record(id) }
+        let rows = try await db.query("SELECT id, name, version FROM \(table) WHERE id = ANY($1)", [ids])
+        var result: [Int64: Item] = [:]
+        for item in try rows.decode(Item.self) { result[item.id] = item }
+        return result
+    }
+}
+
+/// A repository keyed by strings, for the key-escaping test.
+struct NamedRepository: CachedRepository {
+    let cache: CacheAside
+    let table: String
+    var keyspace: String { "named" }
+
+    struct Named: Codable, Sendable, Equatable {
+        var name: String
+        var payload: String
+    }
+
+    func load(_ id: String, on db: some PostgresQueryable) async throws -> Named? {
+        try await db.query("SELECT name, payload FROM \(table) WHERE name = $1", [id]).first?.decode(Named.self)
+    }
+}
+
+/// One "process": its own clients and runtime (own single-flight table and breaker).
+struct Process: Sendable {
+    let postgres: PostgresClient
+    let redis: RedisClient
+    let cache: CacheAside
+
+    static func make(
+        namespace: String, databaseURL: String? = nil, redisURL: String? = nil,
+        redisCommandTimeout: Duration = .seconds(1), policy: CachePolicy = .init()
+    ) async throws -> Process {
+        var pgConfig = try PostgresConfiguration(url: try databaseURL ?? TestEnvironment.databaseURL())
+        pgConfig.maxConnections = 8
+        var redisConfig = try RedisConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
+        redisConfig.commandTimeout = redisCommandTimeout
+        redisConfig.connectTimeout = .milliseconds(500)
+        let postgres = PostgresClient(configuration: pgConfig)
+        let redis = try RedisClient(configuration: redisConfig)
+        let cache = try CacheAside(
+            postgres: postgres, redis: redis, namespace: namespace, defaultPolicy: policy,
+            logger: Logger(label: "cache-aside-tests"))
+        return Process(postgres: postgres, redis: redis, cache: cache)
+    }
+
+    func close() async {
+        await cache.shutdown()
+        await redis.shutdown()
+        await postgres.shutdown()
+    }
+}
+
+/// A test's own table and namespace, and helpers to read the raw state of both servers.
+struct Fixture: Sendable {
+    let table: String
+    let namespace: String
+    let admin: PostgresClient
+    let rawRedis: RedisClient
+
+    static func make(rows: Int = 0) async throws -> Fixture {
+        let table = TestEnvironment.uniqueName("items")
+        let namespace = TestEnvironment.uniqueName("ns")
+        let admin = PostgresClient(configuration: try PostgresConfiguration(url: try TestEnvironment.databaseURL()))
+        let rawRedis = try RedisClient(configuration: try RedisConfiguration(url: try TestEnvironment.redisURL()))
+        try await admin.execute("CREATE TABLE \(table) (id bigint PRIMARY KEY, name text NOT NULL, version bigint NOT NULL DEFAULT 1)")
+        if rows > 0 {
+            try await admin.execute(
+                "INSERT INTO \(table) (id, name) SELECT g, 'item ' || g FROM generate_series(1, $1::bigint) g", [Int64(rows)])
+        }
+        return Fixture(table: table, namespace: namespace, admin: admin, rawRedis: rawRedis)
+    }
+
+    func repository(_ process: Process, probe: LoadProbe = LoadProbe(), policy: CachePolicy = .init()) -> ItemRepository {
+        ItemRepository(cache: process.cache, table: table, probe: probe, policy: policy)
+    }
+
+    func row(_ id: Int64) async throws -> Item? {
+        try await admin.query("SELECT id, name, version FROM \(table) WHERE id = $1", [id]).first?.decode(Item.self)
+    }
+
+    /// Every key under the namespace (SCAN, so it works on a shared server).
+    func keys() async throws -> [String] {
+        var cursor = "0"
+        var keys: [String] = []
+        repeat {
+            let reply = try await rawRedis.send("SCAN", cursor, "MATCH", "\(namespace):*", "COUNT", "1000")
+            guard case .array(let parts) = reply, parts.count == 2,
+                  case .bulkString(let next) = parts[0], case .array(let batch) = parts[1] else {
+                Issue.record("unexpected SCAN reply \(reply)")
+                return keys
+            }
+            cursor = String(decoding: next, as: UTF8.self)
+            for case .bulkString(let k) in batch { keys.append(String(decoding: k, as: UTF8.self)) }
+        } while cursor != "0"
+        return keys
+    }
+
+    func close() async {
+        _ = try? await admin.execute("DROP TABLE IF EXISTS \(table)")
+        if let keys = try? await keys(), !keys.isEmpty { _ = try? await rawRedis.del(keys) }
+        await rawRedis.shutdown()
+        await admin.shutdown()
+    }
+}
+
+/// Waits until `condition` holds or `timeout` passes; returns whether it held. A
+/// condition that throws counts as not holding yet.
+func eventually(timeout: Duration = .seconds(5), _ condition: @Sendable () async throws -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return (try? await condition()) == true
+}
+
+/// A lock-protected value that concurrent test tasks share.
+final class Shared<Value: Sendable>: Sendable {
+    private let value: Mutex<Value>
+    init(_ initial: Value) { value = Mutex(initial) }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
+}
+
+/// A counter that concurrent test tasks share.
+final class SharedCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    func add(_ n: Int = 1) { value.add(n, ordering: .relaxed) }
+    var count: Int { value.load(ordering: .relaxed) }
+}
