@@ -93,15 +93,16 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
                 flight.resolve(.retry)
             }
         }
-        func finish(_ outcome: Flight<Entity?>.Outcome) {
+        func finish(_ outcome: Flight<Entity?>.Outcome, registeredBy mark: UInt64? = nil) {
             cache.flights.leave(key.entryKey, flight)
-            flight.resolve(outcome)
+            flight.resolve(outcome, registeredBy: mark)
             resolved = true
         }
 
         // 3. Take the lease, unless the entry appeared meanwhile.
         let token = makeLeaseToken()
         let acquired: AcquireOutcome
+        let acquireMark = flight.mark()
         if state.mayCallRedis() {
             do {
                 acquired = try await acquire(key: key, token: token)
@@ -117,7 +118,8 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
 
         switch acquired {
         case .entry(let value):
-            finish(.value(value))
+            // Read from Redis: only callers that joined before the read was sent share it.
+            finish(.value(value), registeredBy: acquireMark)
             counters.missTimer.recordInterval(since: start)
             return value
 
@@ -148,8 +150,8 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
 
         case .heldElsewhere:
             counters.record(.leaseWait)
-            if let value = await waitForFill(key: key) {
-                finish(.value(value))
+            if let (value, pollMark) = await waitForFill(key: key, flight: flight) {
+                finish(.value(value), registeredBy: pollMark)
                 counters.missTimer.recordInterval(since: start)
                 return value
             }
@@ -241,8 +243,9 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
     }
 
     /// Polls for another process's fill, with growing pauses, until the policy's lease
-    /// wait runs out. Returns the entry's value, or nil if none came.
-    private func waitForFill(key: CacheKey) async -> Entity?? {
+    /// wait runs out. Returns the entry's value and the flight's mark when the read that
+    /// found it was sent, or nil if none came.
+    private func waitForFill(key: CacheKey, flight: Flight<Entity?>) async -> (Entity?, UInt64)? {
         let deadline = ContinuousClock.now + policy.leaseWait
         var pause = policy.leasePollInterval
         let longest = policy.leasePollInterval * 8
@@ -255,10 +258,11 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
             }
             pause = min(pause * 2, longest)
             guard state.mayCallRedis() else { return nil }
+            let mark = flight.mark()
             do {
                 let bytes = try await cache.redis.get(key.entryKey)
                 state.redisSucceeded()
-                if let bytes, let entry = decode(bytes, key: key) { return .some(entry.value) }
+                if let bytes, let entry = decode(bytes, key: key) { return (entry.value, mark) }
             } catch {
                 state.redisFailed(error)
                 return nil

@@ -14,6 +14,8 @@ final class Flight<Value: Sendable>: Sendable {
 
     private struct State {
         var outcome: Outcome?
+        /// Waiters that registered after this mark get `.retry` instead of the outcome.
+        var cutoff: UInt64?
         var waiters: [UInt64: CheckedContinuation<Outcome, Never>] = [:]
         var nextWaiter: UInt64 = 0
     }
@@ -30,7 +32,10 @@ final class Flight<Value: Sendable>: Sendable {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (cont: CheckedContinuation<Outcome, Never>) in
                 let ready: Outcome? = state.withLock { s in
-                    if let outcome = s.outcome { return outcome }
+                    if let outcome = s.outcome {
+                        if let cutoff = s.cutoff, id > cutoff { return .retry }
+                        return outcome
+                    }
                     if Task.isCancelled { return .failure(CancellationError()) }
                     s.waiters[id] = cont
                     return nil
@@ -43,16 +48,39 @@ final class Flight<Value: Sendable>: Sendable {
         }
     }
 
+    /// A point in the order in which waiters register: see ``resolve(_:registeredBy:)``.
+    func mark() -> UInt64 {
+        state.withLock { $0.nextWaiter }
+    }
+
     /// Sets the outcome and wakes every waiter. Only the first call counts.
     func resolve(_ outcome: Outcome) {
-        let waiters: [CheckedContinuation<Outcome, Never>] = state.withLock { s in
+        resolve(outcome, registeredBy: nil)
+    }
+
+    /// Sets the outcome for the waiters that registered by `mark`; the others (and
+    /// any that come later) get `.retry`.
+    ///
+    /// For a value read from Redis: a caller that joined after the read was sent may
+    /// have begun after a write that the read did not see, so it must read afresh.
+    /// Values loaded under a lease need no mark: a write after the load deletes the
+    /// lease, the fill fails, and the leader resolves with `.retry`.
+    func resolve(_ outcome: Outcome, registeredBy mark: UInt64?) {
+        let waiters: [(UInt64, CheckedContinuation<Outcome, Never>)] = state.withLock { s in
             if s.outcome != nil { return [] }
             s.outcome = outcome
-            let all = Array(s.waiters.values)
+            s.cutoff = mark
+            let all = s.waiters.map { ($0.key, $0.value) }
             s.waiters.removeAll()
             return all
         }
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        for (id, waiter) in waiters {
+            if let mark, id > mark {
+                waiter.resume(returning: .retry)
+            } else {
+                waiter.resume(returning: outcome)
+            }
+        }
     }
 
     /// How many callers wait (for tests and metrics).

@@ -184,6 +184,19 @@ import Testing
         #expect(table.hasFlight("k"))
     }
 
+    @Test func aValueReadFromRedisGoesOnlyToWaitersThatCameBeforeTheRead() async {
+        let flight = Flight<Int>()
+        let early = Task { await flight.wait() }
+        while flight.waiterCount < 1 { await Task.yield() }
+        let mark = flight.mark()  // the read is sent now
+        let late = Task { await flight.wait() }
+        while flight.waiterCount < 2 { await Task.yield() }
+        flight.resolve(.value(5), registeredBy: mark)
+        guard case .value(5) = await early.value else { Issue.record("early waiter gets the value"); return }
+        guard case .retry = await late.value else { Issue.record("late waiter reads afresh"); return }
+        guard case .retry = await flight.wait() else { Issue.record("even later waiter reads afresh"); return }
+    }
+
     @Test func aCancelledFollowerLeavesWithoutDisturbingOthers() async throws {
         let flight = Flight<Int>()
         let cancelled = Task { await flight.wait() }
