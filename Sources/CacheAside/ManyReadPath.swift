@@ -17,6 +17,12 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
 
     func find(ids: [ID], keys: [CacheKey]) async throws -> [ID: Entity] {
         var result: [ID: Entity] = [:]
+        // Ids answered by Redis: hits; the rest: misses.
+        var fromRedis = 0
+        defer {
+            counters.record(.hit, fromRedis)
+            counters.record(.miss, ids.count - fromRedis)
+        }
         // Ids whose write in this process has not reached Redis yet: database only.
         var fromDatabase: [Int] = []
         var cacheable: [Int] = []
@@ -55,8 +61,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
                 missing.append(i)
             }
         }
-        counters.record(.hit, cacheable.count - missing.count)
-        counters.record(.miss, missing.count)
+        fromRedis += cacheable.count - missing.count
         if !undecodable.isEmpty {
             _ = try? await cache.redis.pipeline(undecodable.map { i, bytes in
                 evalCommand(CacheScripts.deleteIfEqual, keys: [keys[i].entryKey], arguments: [bytes])
@@ -85,6 +90,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
                     case 1:
                         if parts.count > 1, case .bulkString(let bytes) = parts[1],
                            case .some(let entry) = decode(bytes, key: keys[i]) {
+                            fromRedis += 1
                             if let value = entry { result[ids[i]] = value }
                         } else {
                             fromDatabase.append(i)
@@ -104,6 +110,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
         if !heldElsewhere.isEmpty {
             counters.record(.leaseWait, heldElsewhere.count)
             let stillMissing = await waitForFills(heldElsewhere, ids: ids, keys: keys, into: &result)
+            fromRedis += heldElsewhere.count - stillMissing.count
             fromDatabase.append(contentsOf: stillMissing)
         }
 

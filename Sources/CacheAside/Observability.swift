@@ -7,9 +7,11 @@ import Synchronization
 /// The same events are reported to swift-metrics (see ``CacheAside``), where a backend
 /// such as Prometheus or StatsD picks them up.
 public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
-    /// Reads answered by Redis (including cached "absent" entries).
+    /// Reads answered by Redis (including cached "absent" entries, and entries another
+    /// process filled while this read waited for its lease).
     public var hits = 0
-    /// Reads that did not find an entry in Redis.
+    /// Reads answered by PostgreSQL: their own load, a load they joined, or a fail-open
+    /// read. `hits + misses` is the number of reads (`find(many:)` counts each id).
     public var misses = 0
     /// Entries written by a reader holding a valid lease.
     public var fills = 0

@@ -59,7 +59,6 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
             }
             await deleteUndecodable(key: key, bytes: bytes)
         }
-        counters.record(.miss)
 
         // 2. Join this process's load of the key, or lead one.
         for _ in 0..<maximumFreshStarts {
@@ -67,6 +66,7 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
             case .follower(let flight):
                 switch await flight.wait() {
                 case .value(let value):
+                    counters.record(.miss)
                     counters.missTimer.recordInterval(since: start)
                     return value
                 case .failure(let error):
@@ -120,11 +120,13 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
         case .entry(let value):
             // Read from Redis: only callers that joined before the read was sent share it.
             finish(.value(value), registeredBy: acquireMark)
-            counters.missTimer.recordInterval(since: start)
+            counters.record(.hit)
+            counters.hitTimer.recordInterval(since: start)
             return value
 
         case .leased:
             let value: Entity?
+            counters.record(.miss)
             do {
                 counters.record(.databaseLoad)
                 value = try await load(cache.postgres)
@@ -152,7 +154,8 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
             counters.record(.leaseWait)
             if let (value, pollMark) = await waitForFill(key: key, flight: flight) {
                 finish(.value(value), registeredBy: pollMark)
-                counters.missTimer.recordInterval(since: start)
+                counters.record(.hit)
+                counters.hitTimer.recordInterval(since: start)
                 return value
             }
             // The wait ran out: read the database without a lease. Leave the table
@@ -275,6 +278,7 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
 
     private func loadFromDatabase(failOpen: Bool, start: ContinuousClock.Instant) async throws -> Entity? {
         if failOpen { counters.record(.failOpenRead) }
+        counters.record(.miss)
         counters.record(.databaseLoad)
         let value = try await load(cache.postgres)
         counters.missTimer.recordInterval(since: start)

@@ -62,7 +62,7 @@ struct UserLookup: AsyncParsableCommand {
         let postgres = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), logger: logger)
         let redis = try RedisClient(configuration: try RedisConfiguration(url: redisURL), logger: logger)
         let cache = try CacheAside(postgres: postgres, redis: redis, namespace: namespace, logger: logger)
-        let demo = Demo(postgres: postgres, cache: cache, repository: UserRepository(cache: cache))
+        let demo = Demo(postgres: postgres, cache: cache, repository: UserRepository(cache: cache), logger: logger)
         do {
             try await demo.run(users: users, batchSize: batchSize, lookups: lookups, migrations: migrations)
         } catch {
@@ -82,13 +82,15 @@ struct Demo {
     let postgres: PostgresClient
     let cache: CacheAside
     let repository: UserRepository
+    let logger: Logger
 
     func run(users: Int, batchSize: Int, lookups: Int, migrations: String) async throws {
-        print("swift-cache-aside demo: users from PostgreSQL, through Redis\n")
+        say("swift-cache-aside demo: users from PostgreSQL, through Redis\n")
 
         // 1. Schema.
-        let applied = try await PostgresMigrator(client: postgres, directory: URL(fileURLWithPath: migrations)).migrate()
-        print(applied.isEmpty ? "migrations: up to date" : "migrations: applied \(applied.map(String.init).joined(separator: ", "))")
+        let migrator = try PostgresMigrator(client: postgres, directory: URL(fileURLWithPath: migrations), logger: logger)
+        let applied = try await migrator.migrate()
+        say(applied.isEmpty ? "migrations: up to date" : "migrations: applied \(applied.map(String.init).joined(separator: ", "))")
 
         // 2. Seed.
         try await seed(users: users, batchSize: batchSize)
@@ -101,11 +103,11 @@ struct Demo {
 
         // 3. The same lookups twice: the first from the database, the second from Redis.
         for pass in 1...2 {
-            print("\nlookup pass \(pass):")
+            say("\nlookup pass \(pass):")
             for id in ids {
                 let (user, source, micros) = try await timedFind(id)
                 timings.record(source: source, micros: micros)
-                print("  user \(id)  \(pad(user.map { "\($0.name) <\($0.email)>" } ?? "(none)", 34))  \(pad(source, 8))  \(format(micros))")
+                say("  user \(id)  \(pad(user.map { "\($0.name) <\($0.email)>" } ?? "(none)", 34))  \(pad(source, 8))  \(format(micros))")
             }
         }
 
@@ -115,29 +117,29 @@ struct Demo {
         try await repository.update(target) { tx in
             try await tx.execute("UPDATE users SET name = $1, updated_at = now() WHERE id = $2", [newName, target])
         }
-        print("\nupdated user \(target): name = \"\(newName)\" (its cache entry was deleted after COMMIT)")
+        say("\nupdated user \(target): name = \"\(newName)\" (its cache entry was deleted after COMMIT)")
         for _ in 1...2 {
             let (user, source, micros) = try await timedFind(target)
             timings.record(source: source, micros: micros)
-            print("  user \(target)  \(pad(user?.name ?? "(none)", 34))  \(pad(source, 8))  \(format(micros))")
+            say("  user \(target)  \(pad(user?.name ?? "(none)", 34))  \(pad(source, 8))  \(format(micros))")
         }
 
         // 5. A missing id: loaded once, then served as "absent" from the cache.
         let missing: Int64 = 9_000_000_000
-        print("\nmissing id \(missing):")
+        say("\nmissing id \(missing):")
         for _ in 1...2 {
             let (user, source, micros) = try await timedFind(missing)
             timings.record(source: source, micros: micros)
-            print("  user \(missing)  \(pad(user == nil ? "(no such user)" : "?", 34))  \(pad(source, 8))  \(format(micros))")
+            say("  user \(missing)  \(pad(user == nil ? "(no such user)" : "?", 34))  \(pad(source, 8))  \(format(micros))")
         }
 
         // 6. Summary.
         let stats = cache.statistics(keyspace: repository.keyspace)
-        print("\nsummary: \(stats.hits) hits, \(stats.misses) misses, \(stats.databaseLoads) database loads, \(stats.fills) fills")
-        print("  p50 from cache:    \(format(timings.p50(\.cache)))  (\(timings.cache.count) reads)")
-        print("  p50 from database: \(format(timings.p50(\.database)))  (\(timings.database.count) reads)")
+        say("\nsummary: \(stats.hits) hits, \(stats.misses) misses, \(stats.databaseLoads) database loads, \(stats.fills) fills")
+        say("  p50 from cache:    \(format(timings.p50(\.cache)))  (\(timings.cache.count) reads)")
+        say("  p50 from database: \(format(timings.p50(\.database)))  (\(timings.database.count) reads)")
         if stats.failOpenReads > 0 {
-            print("  \(stats.failOpenReads) reads failed open to the database (Redis unreachable)")
+            say("  \(stats.failOpenReads) reads failed open to the database (Redis unreachable)")
         }
     }
 
@@ -145,7 +147,7 @@ struct Demo {
     func seed(users: Int, batchSize: Int) async throws {
         let existing = try await postgres.query("SELECT count(*) AS n FROM users").first?.decode(Int64.self, column: "n") ?? 0
         guard existing < users else {
-            print("users: \(existing) already seeded")
+            say("users: \(existing) already seeded")
             return
         }
         var done = Int(existing)
@@ -158,10 +160,13 @@ struct Demo {
                 ON CONFLICT (email) DO NOTHING
                 """, [numbers])
             done += count
-            FileHandle.standardOutput.write(Data("\rseeding users: \(done)/\(users)".utf8))
+            // On a terminal the progress line rewrites itself; elsewhere, one line per batch.
+            say((isTerminal ? "\r" : "") + "seeding users: \(done)/\(users)", terminator: isTerminal ? "" : "\n")
         }
-        print("")
+        if isTerminal { say("") }
     }
+
+    private var isTerminal: Bool { isatty(1) != 0 }
 
     /// One find, with where its answer came from (told by the cache's own counters:
     /// the demo reads one user at a time) and how long it took.
@@ -195,6 +200,12 @@ extension Duration {
         let (s, atto) = components
         return Double(s) * 1e6 + Double(atto) / 1e12
     }
+}
+
+/// Writes a line to standard output at once (unbuffered, so progress lines and the
+/// rest come out in order).
+func say(_ text: String = "", terminator: String = "\n") {
+    FileHandle.standardOutput.write(Data((text + terminator).utf8))
 }
 
 func format(_ micros: Double) -> String {
