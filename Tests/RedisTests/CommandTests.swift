@@ -83,7 +83,13 @@ import Testing
 
     @Test func wrongPasswordIsAClearAuthenticationError() async throws {
         let wrong = "not-the-password-\(TestEnvironment.uniqueName("pw"))"
-        try await withClient({ $0.password = wrong; $0.connectionCount = 1 }) { redis in
+        try await withClient({
+            $0.password = wrong
+            $0.connectionCount = 1
+            $0.commandTimeout = .seconds(20)
+            $0.reconnectBackoffMinimum = .seconds(20)
+            $0.reconnectBackoffMaximum = .seconds(20)
+        }) { redis in
             let first = await expectError { try await redis.get("anything") } as? RedisError
             #expect(first?.kind == .authentication)
             #expect(first?.isConnectionFailure == true)
@@ -91,12 +97,13 @@ import Testing
             #expect(first?.message.contains("WRONGPASS") == true)
             #expect(first.map { "\($0)".contains(wrong) } == false)
 
-            // While the client backs off, commands fail fast with the same kind of error.
+            // While the client backs off (at least 10 s here), commands fail fast with
+            // the same kind of error, without waiting for their 20 s timeout.
             let start = ContinuousClock.now
             let second = await expectError { try await redis.set("anything", to: "x") } as? RedisError
             #expect(second?.kind == .authentication)
             #expect(second.map { $0.message.contains(wrong) } == false)
-            #expect(seconds(since: start) < 1.0)  // timeouts are 5 s
+            #expect(seconds(since: start) < 5.0)
         }
     }
 
@@ -254,10 +261,10 @@ import Testing
         try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .milliseconds(300) }) { redis in
             // Connected first (the machine may be busy).
             #expect(try await eventually { try await redis.send("PING") } == .simpleString("PONG"))
-            // BLPOP blocks the connection for 10 s on the server; the client gives up
+            // BLPOP blocks the connection for 30 s on the server; the client gives up
             // at 300 ms, together with the command queued behind it.
             let start = ContinuousClock.now
-            let blocked = Task { try await redis.send("BLPOP", "\(p):empty", "10") }
+            let blocked = Task { try await redis.send("BLPOP", "\(p):empty", "30") }
             try await Task.sleep(for: .milliseconds(50))
             let behind = Task { try await redis.get("\(p):k") }
             let first = await expectError { try await blocked.value } as? RedisError
@@ -266,7 +273,7 @@ import Testing
             #expect(first?.kind == .timeout)
             #expect(first?.isConnectionFailure == true)
             #expect(second?.kind == .timeout)
-            #expect(elapsed >= 0.25 && elapsed < 4, "timed out after \(elapsed) s")
+            #expect(elapsed >= 0.25 && elapsed < 10, "timed out after \(elapsed) s")
             // The connection was reopened: the client works again.
             let value = try await eventually(timeout: .seconds(5)) { try await redis.getString("\(p):k") }
             #expect(value == "v")
@@ -276,16 +283,16 @@ import Testing
 
     @Test func cancellationIsPromptAndTheLateReplyIsDiscarded() async throws {
         let p = TestEnvironment.uniqueName("cancel")
-        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .seconds(10) }) { redis in
+        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .seconds(40) }) { redis in
             try await redis.set("\(p):k", to: "mine")
             let start = ContinuousClock.now
-            let blocked = Task { try await redis.send("BLPOP", "\(p):list", "8") }
+            let blocked = Task { try await redis.send("BLPOP", "\(p):list", "30") }
             try await Task.sleep(for: .milliseconds(100))
             blocked.cancel()
             let result = await blocked.result
-            // Without cancellation the BLPOP would take 8 s; the bound leaves room for
+            // Without cancellation the BLPOP would take 30 s; the bound leaves room for
             // a machine busy with parallel tests.
-            #expect(seconds(since: start) < 4.0)
+            #expect(seconds(since: start) < 10)
             #expect(throws: CancellationError.self) { try result.get() }
 
             // Release the BLPOP on the server: its reply arrives and is discarded; the
@@ -307,20 +314,27 @@ import Testing
 
     @Test func nothingListeningFailsFastWithAConnectionError() async throws {
         // A port nobody listens on (the discard port on loopback).
-        // Timeouts are 5 s (see makeClient): "fast" is well under that.
-        try await withClient(url: "redis://127.0.0.1:9/0", { $0.connectionCount = 1; $0.reconnectBackoffMinimum = .seconds(2) }) { redis in
+        // Timeouts of 20 s: "fast" is well under that (the bounds leave room for a
+        // machine busy with parallel tests).
+        try await withClient(url: "redis://127.0.0.1:9/0", {
+            $0.connectionCount = 1
+            $0.connectTimeout = .seconds(20)
+            $0.commandTimeout = .seconds(20)
+            $0.reconnectBackoffMinimum = .seconds(20)
+            $0.reconnectBackoffMaximum = .seconds(20)
+        }) { redis in
             let start = ContinuousClock.now
             let first = await expectError { try await redis.get("k") } as? RedisError
             #expect(first?.kind == .connection)
             #expect(first?.isConnectionFailure == true)
             #expect(first?.message.contains("127.0.0.1:9") == true)
-            #expect(seconds(since: start) < 2.5)
+            #expect(seconds(since: start) < 8)
             // In backoff: refused at once, without trying to connect.
             let again = ContinuousClock.now
             let second = await expectError { try await redis.get("k") } as? RedisError
             #expect(second?.kind == .connection)
             #expect(second?.message.contains("next attempt") == true, "\(String(describing: second))")
-            #expect(seconds(since: again) < 1.0)
+            #expect(seconds(since: again) < 5)
         }
     }
 

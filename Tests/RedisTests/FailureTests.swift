@@ -7,22 +7,22 @@ import Testing
 @Suite struct FailureTests {
     @Test func serverKilledMidRunFailsCommandsInFlightWithinTheirTimeoutThenRecovers() async throws {
         try await withPrivateInstance("redis-restart") { url, instance in
-            let timeout = 3.0
+            let timeout = 10.0
             try await withClient(url: url, {
-                $0.commandTimeout = .seconds(3)
+                $0.commandTimeout = .seconds(10)
                 $0.reconnectBackoffMinimum = .milliseconds(20)
                 $0.reconnectBackoffMaximum = .milliseconds(200)
             }) { redis in
                 try await redis.set("k", to: "v")
                 // Commands in flight when the server dies: blocking ones (each holds a
-                // connection of a second client for 10 s on the server), and a stream
+                // connection of a second client for 30 s on the server), and a stream
                 // of GETs from several tasks on this one.
-                let blocker = try makeClient(url: url) { $0.commandTimeout = .seconds(3) }
+                let blocker = try makeClient(url: url) { $0.commandTimeout = .seconds(10) }
                 let start = ContinuousClock.now
                 let blocked = (0..<2).map { i in
                     Task { () -> (any Error)? in
                         do {
-                            _ = try await blocker.send("BLPOP", "list\(i)", "10")
+                            _ = try await blocker.send("BLPOP", "list\(i)", "30")
                             return nil
                         } catch {
                             return error
@@ -49,7 +49,7 @@ import Testing
                 }
                 try await Task.sleep(for: .milliseconds(300))
                 let killed = ContinuousClock.now
-                try await devServices(["stop", "redis"], instance: instance)
+                try await TestEnvironment.runDevServices(["stop", "redis"], instance: instance)
 
                 for task in blocked {
                     let error = await task.value as? RedisError
@@ -76,10 +76,10 @@ import Testing
                 let probe = ContinuousClock.now
                 let down = await expectError { try await redis.get("k") } as? RedisError
                 #expect(down?.kind == .connection)
-                #expect(seconds(since: probe) < 1.0)
+                #expect(seconds(since: probe) < 5.0)
 
                 // Back up (empty): the client reconnects by itself.
-                try await devServices(["start", "redis"], instance: instance)
+                try await TestEnvironment.runDevServices(["start", "redis"], instance: instance)
                 let recovered = try await eventually(timeout: .seconds(10)) { () -> Bool? in
                     try await redis.set("k", to: "again")
                     return try await redis.getString("k") == "again" ? true : nil
@@ -108,7 +108,7 @@ import Testing
                 #expect(try await redis.publish("before", to: "events") == 1)
                 #expect(try await iterator.next()?.payloadString == "before")
 
-                try await devServices(["restart", "redis"], instance: instance)
+                try await TestEnvironment.runDevServices(["restart", "redis"], instance: instance)
 
                 // Publish until the resubscribed connection counts as a receiver.
                 let delivered = try await eventually(timeout: .seconds(10), every: .milliseconds(50)) {
