@@ -118,6 +118,9 @@ final class KeyspaceState: Sendable {
     let policy: CachePolicy
     let counters: KeyspaceCounters
     let breaker: Mutex<CircuitBreaker>
+    /// True while the breaker is closed with no failure counted: the hit path then
+    /// needs neither the breaker's lock nor the clock.
+    private let healthy = Atomic<Bool>(true)
 
     init(prefix: KeyPrefix, policy: CachePolicy, counters: KeyspaceCounters?) {
         self.prefix = prefix
@@ -128,6 +131,7 @@ final class KeyspaceState: Sendable {
 
     /// Whether to call Redis now.
     func mayCallRedis() -> Bool {
+        if healthy.load(ordering: .relaxed) { return true }
         let now = ContinuousClock.now
         return breaker.withLock { $0.decide(now: now) } != .reject
     }
@@ -135,7 +139,11 @@ final class KeyspaceState: Sendable {
     /// Reports the outcome of a Redis call to the breaker. Server errors (a script
     /// bug, WRONGTYPE) are not Redis being down: they count as successes.
     func redisSucceeded() {
-        breaker.withLock { $0.recordSuccess() }
+        if healthy.load(ordering: .relaxed) { return }
+        breaker.withLock { b in
+            b.recordSuccess()
+            healthy.store(true, ordering: .relaxed)
+        }
     }
 
     func redisFailed(_ error: any Error) {
@@ -144,7 +152,10 @@ final class KeyspaceState: Sendable {
             return
         }
         let now = ContinuousClock.now
-        breaker.withLock { $0.recordFailure(now: now) }
+        breaker.withLock { b in
+            b.recordFailure(now: now)
+            healthy.store(false, ordering: .relaxed)
+        }
     }
 }
 

@@ -64,9 +64,16 @@ public struct JSONEntryCodec: CacheEntryCodec, @unchecked Sendable {
     public func decode<Value: Decodable & Sendable>(_ type: Value.Type, from bytes: [UInt8]) throws -> CacheEntry<Value> {
         let prefix = Self.presentPrefix
         if bytes.count > prefix.count, bytes.last == UInt8(ascii: "}"), bytes.starts(with: prefix) {
-            let inner = bytes[prefix.count..<(bytes.count - 1)]
             do {
-                return .present(try decoder.decode(Value.self, from: Data(inner)))
+                // The value's bytes, without copying them.
+                let value = try bytes.withUnsafeBytes { raw in
+                    guard let base = raw.baseAddress else { throw CacheError(kind: .decoding, message: "empty entry") }
+                    let inner = Data(
+                        bytesNoCopy: UnsafeMutableRawPointer(mutating: base + prefix.count),
+                        count: raw.count - prefix.count - 1, deallocator: .none)
+                    return try decoder.decode(Value.self, from: inner)
+                }
+                return .present(value)
             } catch {
                 throw CacheError(kind: .decoding, message: "entry is not a \(Value.self): \(error)")
             }
