@@ -140,12 +140,12 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
             // after a write could have deleted what it fills.
             cache.flights.leave(key.entryKey, flight)
             resolved = true
-            let encoded = encode(value)
             if flight.waiterCount == 0 {
-                // Nobody waits for the fill's verdict: send it without waiting.
-                Task { await fillAndResolve(flight, key: key, token: token, encoded: encoded, value: value) }
+                // Nobody waits for the fill's verdict: encode and send it off this
+                // caller's path.
+                Task { await fillAndResolve(flight, key: key, token: token, encoded: encode(value), value: value) }
             } else {
-                await fillAndResolve(flight, key: key, token: token, encoded: encoded, value: value)
+                await fillAndResolve(flight, key: key, token: token, encoded: encode(value), value: value)
             }
             counters.missTimer.recordInterval(since: start)
             return value

@@ -11,18 +11,18 @@ import Testing
         let instance = "pg-restart-" + TestEnvironment.uniqueName("r").suffix(8)
         let url: String
         do {
-            url = try await DevServices.up(instance: instance)
+            url = try await TestEnvironment.startPrivateInstance(instance).databaseURL
         } catch {
-            _ = try? await DevServices.run(["down"], instance: instance)
+            _ = try? await TestEnvironment.runDevServices(["down"], instance: instance)
             throw error
         }
         do {
             try await exercise(url: url, instance: instance)
         } catch {
-            _ = try? await DevServices.run(["down"], instance: instance)
+            _ = try? await TestEnvironment.runDevServices(["down"], instance: instance)
             throw error
         }
-        _ = try await DevServices.run(["down"], instance: instance)
+        _ = try await TestEnvironment.runDevServices(["down"], instance: instance)
     }
 
     func exercise(url: String, instance: String) async throws {
@@ -39,7 +39,7 @@ import Testing
             let pidBefore = try await client.query("SELECT pg_backend_pid() AS pid")[0].decode(Int32.self, column: "pid")
             #expect(client.statistics.idle == 3)
 
-            _ = try await DevServices.run(["restart", "postgres"], instance: instance)
+            _ = try await TestEnvironment.runDevServices(["restart", "postgres"], instance: instance)
 
             // Every old connection is gone; the first statement after the restart runs
             // on a fresh one, without an error reaching the caller.
