@@ -97,7 +97,7 @@ struct IOLoopTests {
         }
         let elapsed = ContinuousClock.now - start
         #expect(elapsed >= .milliseconds(45))
-        #expect(elapsed < .seconds(2))
+        #expect(elapsed < .seconds(5))
     }
 
     @Test func waitHonoursCancellation() async throws {
@@ -109,7 +109,7 @@ struct IOLoopTests {
         let start = ContinuousClock.now
         task.cancel()
         await #expect(throws: CancellationError.self) { _ = try await task.value }
-        #expect(ContinuousClock.now - start < .seconds(1))
+        #expect(ContinuousClock.now - start < .seconds(5))
     }
 
     @Test func registeredHandlerSeesReadinessUntilDeregistered() async throws {
@@ -138,10 +138,15 @@ struct IOLoopTests {
         }
         #expect(reader.total.withLock { $0 } == 3)
         registration.close()
-        // After close on the loop thread, the peer sees end of file.
-        try await Task.sleep(for: .milliseconds(20))
+        // Once the close has run on the loop thread, the peer sees end of file (the
+        // loop may be busy with other tests' work: wait for it, up to a bound).
         var buf = [UInt8](repeating: 0, count: 8)
-        let r = buf.withUnsafeMutableBytes { Socket.read(b, into: $0) }
+        var r = Socket.TransferResult.wouldBlock
+        let deadline = ContinuousClock.now + .seconds(10)
+        while r == .wouldBlock && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+            r = buf.withUnsafeMutableBytes { Socket.read(b, into: $0) }
+        }
         #expect(r == .endOfFile)
     }
 
