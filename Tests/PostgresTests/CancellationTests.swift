@@ -27,12 +27,16 @@ import Testing
 
     @Test func cancellingThroughThePoolKeepsThePoolUsable() async throws {
         try await PG.withClient(max: 1) { client in
-            let task = Task { try await client.query("SELECT pg_sleep(10)") }
-            try await Task.sleep(for: .milliseconds(200))
+            // A marked statement, so the test cancels it once the server really runs it
+            // (not while the pool is still opening its connection).
+            let sql = "SELECT pg_sleep(10) /* \(TestEnvironment.uniqueName("poolcancel")) */"
+            let task = Task { try await client.query(sql) }
+            try await PG.waitUntilRunning(sql)
             let start = ContinuousClock.now
             task.cancel()
-            _ = await task.result
+            let result = await task.result
             #expect(ContinuousClock.now - start < .seconds(1))
+            #expect((try? result.get()) == nil)
             #expect(try await client.query("SELECT 3::int8 AS three")[0].decode(Int64.self, at: 0) == 3)
         }
     }
@@ -61,6 +65,18 @@ import Testing
 }
 
 extension PG {
+    /// Waits until some server process runs exactly `sql`.
+    static func waitUntilRunning(_ sql: String) async throws {
+        let observer = try await connect()
+        defer { observer.close() }
+        for _ in 0..<1000 {
+            let rows = try await observer.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query = $1 AND state = 'active'", [sql])
+            if try rows[0].decode(Int.self, column: "n") == 1 { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("nobody ever ran \(sql)")
+    }
+
     /// Waits until the server process `pid` runs a statement (seen from another
     /// connection), so that a test cancels a statement that really runs.
     static func waitUntilActive(pid: Int32) async throws {
