@@ -164,16 +164,28 @@ import Testing
                 }
             }
             #expect(try await repo.find("missing one") == nil)
-            // Every key this test's cache wrote, leases included, has a TTL.
-            let itemRepo = fixture.repository(process)
+            // Every key this test's cache wrote, leases included, has a TTL. A load is
+            // held after it took its lease, so that a lease is there to be seen.
+            let probe = LoadProbe()
+            let itemRepo = fixture.repository(process, probe: probe)
             _ = try await itemRepo.find(many: [1, 2, 3, 99])
-            try await Task.sleep(for: .milliseconds(100))
+            let (loaded, loadedSignal) = AsyncStream<Void>.makeStream()
+            let (release, releaseSignal) = AsyncStream<Void>.makeStream()
+            probe.setGate { _, _ in
+                loadedSignal.yield()
+                for await _ in release { break }
+            }
+            let held = Task { try await itemRepo.find(5) }
+            for await _ in loaded { break }
+            #expect(await eventually { (try? await fixture.keys().count) ?? 0 >= ids.count + 6 })
             let keys = try await fixture.keys()
-            #expect(keys.count >= ids.count + 5)
+            #expect(keys.contains { $0.hasSuffix(":lease") }, "a held load's lease is in Redis")
             for key in keys {
                 let ttl = try await fixture.rawRedis.pttl(key)
                 #expect(ttl > 0, "\(key) has no TTL (\(ttl))")
             }
+            releaseSignal.finish()
+            #expect(try await held.value?.id == 5)
         } catch {
             Issue.record(error)
         }
