@@ -27,7 +27,7 @@ extension String: CacheIdentifier {
 /// The Redis key of one cached entity: `{namespace}:{keyspace}:v{schemaVersion}:{id}`.
 ///
 /// The id is escaped (every byte outside `A-Z a-z 0-9 - . _ ~` becomes `%XX`), so no
-/// id can forge another id's key, another keyspace's key, or a lease key; `namespace`
+/// id can forge another id's key or another keyspace's key; `namespace`
 /// and `keyspace` are restricted to `A-Z a-z 0-9 - . _` for the same reason. Bumping
 /// `schemaVersion` retires every entry of the keyspace at once: old entries are never
 /// read again and expire with their TTL.
@@ -40,10 +40,9 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
     public let schemaVersion: Int
     /// The id, unescaped.
     public let id: String
-    /// The full Redis key of the entry.
+    /// The full Redis key of the entry (which also holds its lease while a reader
+    /// loads the row, and a tombstone after a write).
     public let entryKey: String
-    /// The Redis key of the entry's fill lease.
-    public var leaseKey: String { entryKey + ":lease" }
 
     /// Builds a key; throws ``CacheError`` for a namespace or keyspace that is empty or
     /// uses characters outside `A-Z a-z 0-9 - . _`, or a negative schema version.

@@ -24,6 +24,9 @@ public struct CachePolicy: Sendable, Equatable {
     /// The first pause between polls while waiting for another process's fill; the
     /// pause doubles up to 8 times this. Default: 5 ms.
     public var leasePollInterval: Duration
+    /// Whether a reader that missed loads the row while it takes the lease, or only
+    /// after. Default: ``LeaseMode/overlapped``.
+    public var leaseMode: LeaseMode
     /// When to stop calling Redis, and when to try again.
     public var circuitBreaker: CircuitBreaker.Configuration
     /// First delay before retrying an invalidation that could not reach Redis; it
@@ -40,6 +43,7 @@ public struct CachePolicy: Sendable, Equatable {
         leaseTTL: Duration = .seconds(3),
         leaseWait: Duration = .milliseconds(300),
         leasePollInterval: Duration = .milliseconds(5),
+        leaseMode: LeaseMode = .overlapped,
         circuitBreaker: CircuitBreaker.Configuration = .init(),
         invalidationRetryDelay: Duration = .milliseconds(100),
         invalidationRetryMaxDelay: Duration = .seconds(5)
@@ -50,6 +54,7 @@ public struct CachePolicy: Sendable, Equatable {
         self.leaseTTL = leaseTTL
         self.leaseWait = leaseWait
         self.leasePollInterval = leasePollInterval
+        self.leaseMode = leaseMode
         self.circuitBreaker = circuitBreaker
         self.invalidationRetryDelay = invalidationRetryDelay
         self.invalidationRetryMaxDelay = invalidationRetryMaxDelay
@@ -57,6 +62,22 @@ public struct CachePolicy: Sendable, Equatable {
 
     /// The default policy.
     public static let `default` = CachePolicy()
+
+    /// How a reader that missed orders its lease and its database load. Both are
+    /// equally safe: a fill succeeds only if no write invalidated the entry since the
+    /// reader looked, whatever the order. They differ in cost.
+    public enum LeaseMode: Sendable, Equatable {
+        /// Take the lease and load the row at the same time: a miss costs one Redis
+        /// round trip plus the load. Readers that find a lease wait for its holder's
+        /// fill; but readers of different processes that miss at the same instant
+        /// (within one round trip) may each load once. For cheap loads (a row by
+        /// primary key), the right trade.
+        case overlapped
+        /// Take the lease first, load only if it was granted: one load per key per
+        /// burst across all processes, at the price of a second Redis round trip on
+        /// every miss. For expensive loads.
+        case exclusive
+    }
 
     /// The TTL, in milliseconds, for one new entry: `ttl` (or `negativeTTL` for an
     /// "absent" entry) raised to the minimum, plus jitter.
@@ -78,6 +99,9 @@ public struct CachePolicy: Sendable, Equatable {
 
     /// The lease TTL in milliseconds, at least 100 ms.
     var leaseTTLMilliseconds: Int64 { max(leaseTTL.milliseconds, 100) }
+
+    /// How long a write's tombstone lives: longer than any entry written before it.
+    var tombstoneTTLMilliseconds: Int64 { longestEntryLifetime.milliseconds + 2 * leaseTTLMilliseconds }
 }
 
 extension Duration {

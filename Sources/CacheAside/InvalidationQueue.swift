@@ -11,7 +11,8 @@ import Synchronization
 /// runs out: the worst-case staleness is the policy's ``CachePolicy/longestEntryLifetime``.
 final class InvalidationQueue: Sendable {
     private struct Pending {
-        var redisKeys: [String]
+        var key: CacheKey
+        var policy: CachePolicy
         var deadline: ContinuousClock.Instant
         var generation: UInt64
         var counters: KeyspaceCounters
@@ -52,7 +53,7 @@ final class InvalidationQueue: Sendable {
             for key in keys {
                 s.generation += 1
                 s.pending[key.entryKey] = Pending(
-                    redisKeys: [key.entryKey, key.leaseKey], deadline: deadline, generation: s.generation,
+                    key: key, policy: policy, deadline: deadline, generation: s.generation,
                     counters: keyspace.counters, firstDelay: policy.invalidationRetryDelay,
                     maxDelay: policy.invalidationRetryMaxDelay)
             }
@@ -97,7 +98,7 @@ final class InvalidationQueue: Sendable {
                 return
             }
             do {
-                _ = try await redis.del(batch.flatMap(\.1.redisKeys))
+                try await deliver(batch.map(\.1))
                 state.withLock { s in
                     for (key, p) in batch where s.pending[key]?.generation == p.generation {
                         s.pending.removeValue(forKey: key)
@@ -116,24 +117,40 @@ final class InvalidationQueue: Sendable {
 
     /// One last attempt, then no more retries.
     func shutdown() async {
-        let (worker, keys): (Task<Void, Never>?, [String]) = state.withLock { s in
+        let (worker, pending): (Task<Void, Never>?, [Pending]) = state.withLock { s in
             s.stopped = true
             let w = s.worker
             s.worker = nil
-            return (w, s.pending.values.flatMap(\.redisKeys))
+            return (w, Array(s.pending.values))
         }
         worker?.cancel()
         await worker?.value
-        guard !keys.isEmpty else { return }
+        guard !pending.isEmpty else { return }
         do {
-            _ = try await redis.del(keys)
+            try await deliver(pending)
             state.withLock { s in
                 s.pending.removeAll()
                 size.store(0, ordering: .relaxed)
             }
         } catch {
             logger.error("cache invalidations lost at shutdown: Redis unreachable; entries expire with their TTL",
-                         metadata: ["count": "\(keys.count / 2)", "error": "\(error)"])
+                         metadata: ["count": "\(pending.count)", "error": "\(error)"])
         }
+    }
+
+    /// Sends the invalidations in one pipeline, with fresh tombstones.
+    private func deliver(_ pending: [Pending]) async throws {
+        var commands: [[[UInt8]]] = []
+        for p in pending { commands += CacheMarks.invalidationCommands([p.key], policy: p.policy) }
+        try await deliverInvalidationCommands(commands, redis: redis)
+    }
+}
+
+/// Sends invalidation commands in one pipeline; a refusal by the server (out of
+/// memory, say) counts as a failure to retry.
+func deliverInvalidationCommands(_ commands: [[[UInt8]]], redis: RedisClient) async throws {
+    let replies = try await redis.pipeline(commands)
+    if let refused = replies.first(where: { $0.errorMessage != nil }) {
+        throw CacheError(kind: .encoding, message: "Redis refused an invalidation: \(refused)")
     }
 }

@@ -2,8 +2,8 @@ import Logging
 import Postgres
 import Redis
 
-/// One `find(many:)`: one MGET, leases for the misses (pipelined), one database load
-/// for the rows this call must read, fills pipelined.
+/// One `find(many:)`: one MGET, leases for the misses (pipelined; in overlapped mode
+/// while one database load reads the rows), fills pipelined.
 ///
 /// It does not join or lead single-flight loads of single keys; concurrent misses of
 /// the same keys across calls are still limited by the leases.
@@ -46,67 +46,41 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
             counters.record(.failOpenRead)
             return try await load(ids.indices.map { $0 }, ids: ids, into: &result)
         }
-        var missing: [Int] = []
-        var undecodable: [(Int, [UInt8])] = []
+        // When this call looked: leases taken over what it saw much later are not trusted.
+        let seen = ContinuousClock.now
+        var observed: [Int: [UInt8]] = [:]  // what a missed key held (tombstone or garbage)
+        var free: [Int] = []
+        var heldElsewhere: [Int] = []
         for (position, i) in cacheable.enumerated() {
             guard let bytes = values[position] else {
-                missing.append(i)
+                free.append(i)
                 continue
             }
-            switch decode(bytes, key: keys[i]) {
-            case .some(.some(let value)): result[ids[i]] = value
-            case .some(.none): break  // cached absent
-            case .none:
-                undecodable.append((i, bytes))
-                missing.append(i)
+            if case .some(let entry) = entry(bytes, key: keys[i]) {
+                fromRedis += 1
+                if let value = entry { result[ids[i]] = value }
+            } else if CacheMarks.isLease(bytes) {
+                heldElsewhere.append(i)
+            } else {
+                observed[i] = bytes
+                free.append(i)
             }
         }
-        fromRedis += cacheable.count - missing.count
-        if !undecodable.isEmpty {
-            _ = try? await cache.redis.pipeline(undecodable.map { i, bytes in
-                evalCommand(CacheScripts.deleteIfEqual, keys: [keys[i].entryKey], arguments: [bytes])
-            })
-        }
-        if missing.isEmpty && fromDatabase.isEmpty { return result }
+        if free.isEmpty && heldElsewhere.isEmpty && fromDatabase.isEmpty { return result }
 
-        // 2. Leases for the misses, in one pipeline.
-        let token = makeLeaseToken()
-        let leaseTTL = Array(String(policy.leaseTTLMilliseconds).utf8)
+        // 2. In exclusive mode, the leases first: keys whose lease another reader took
+        //    meanwhile wait for its fill like the others.
+        let lease = CacheMarks.lease(makeLeaseToken())
+        let exclusive = policy.leaseMode == .exclusive
         var leased: [Int] = []
-        var heldElsewhere: [Int] = []
-        if !missing.isEmpty {
-            do {
-                let replies = try await runScripts(missing.map { i in
-                    (CacheScripts.acquire, [keys[i].entryKey, keys[i].leaseKey], [token, leaseTTL])
-                })
-                state.redisSucceeded()
-                for (position, i) in missing.enumerated() {
-                    let reply = replies[position]
-                    guard case .array(let parts) = reply, let code = parts.first?.integer else {
-                        fromDatabase.append(i)
-                        continue
-                    }
-                    switch code {
-                    case 1:
-                        if parts.count > 1, case .bulkString(let bytes) = parts[1],
-                           case .some(let entry) = decode(bytes, key: keys[i]) {
-                            fromRedis += 1
-                            if let value = entry { result[ids[i]] = value }
-                        } else {
-                            fromDatabase.append(i)
-                        }
-                    case 2: leased.append(i)
-                    default: heldElsewhere.append(i)
-                    }
-                }
-            } catch {
-                state.redisFailed(error)
-                counters.record(.failOpenRead)
-                fromDatabase.append(contentsOf: missing)
-            }
+        if exclusive && !free.isEmpty {
+            let granted = await takeLeases(free, keys: keys, observed: observed, lease: lease, seen: seen)
+            leased = free.filter { granted.contains($0) }
+            heldElsewhere += free.filter { !granted.contains($0) }
         }
 
-        // 3. Wait briefly for other processes' fills.
+        // 3. Wait briefly for other readers' fills. Where a lease is released without
+        //    a fill, this call loads the row itself (without filling it).
         if !heldElsewhere.isEmpty {
             counters.record(.leaseWait, heldElsewhere.count)
             let stillMissing = await waitForFills(heldElsewhere, ids: ids, keys: keys, into: &result)
@@ -114,30 +88,39 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
             fromDatabase.append(contentsOf: stillMissing)
         }
 
-        // 4. One database load for what this call must read.
-        let toLoad = leased + fromDatabase
+        // 4. One database load for what this call must read (in overlapped mode, while
+        //    the leases of the free misses are taken).
+        let toLoad = (exclusive ? leased : free) + fromDatabase
         if toLoad.isEmpty { return result }
         counters.record(.databaseLoad)
+        let loadIDs = toLoad.map { ids[$0] }
+        async let loading = loadMany(loadIDs, cache.postgres)
+        if !exclusive && !free.isEmpty {
+            let granted = await takeLeases(free, keys: keys, observed: observed, lease: lease, seen: seen)
+            leased = free.filter { granted.contains($0) }
+        }
         let loaded: [ID: Entity]
         do {
-            loaded = try await loadMany(toLoad.map { ids[$0] }, cache.postgres)
+            loaded = try await loading
         } catch {
             if !leased.isEmpty {
-                let leaseKeys = leased.map { keys[$0].leaseKey }
-                Task { [redis = cache.redis] in _ = try? await redis.del(leaseKeys) }
+                let release = leased.map { i in
+                    evalCommand(CacheScripts.deleteIfEqual, keys: [keys[i].entryKey], arguments: [lease], withSource: true)
+                }
+                Task { [redis = cache.redis] in _ = try? await redis.pipeline(release) }
             }
             throw error
         }
         for i in toLoad { if let value = loaded[ids[i]] { result[ids[i]] = value } }
 
-        // 5. Fills for the leased ids, in one pipeline.
+        // 5. Fills for the leased ids, in one pipeline, each only over its own lease.
         if !leased.isEmpty {
             var fills: [(RedisScript, [String], [[UInt8]])] = []
             for i in leased {
                 let value = loaded[ids[i]]
                 guard let encoded = try? cache.codec.encode(value.map(CacheEntry.present) ?? .absent) else { continue }
                 let ttl = Array(String(policy.entryTTLMilliseconds(absent: value == nil)).utf8)
-                fills.append((CacheScripts.fill, [keys[i].entryKey, keys[i].leaseKey], [token, encoded, ttl]))
+                fills.append((CacheScripts.fill, [keys[i].entryKey], [lease, encoded, ttl]))
             }
             do {
                 let replies = try await runScripts(fills)
@@ -152,6 +135,43 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
         return result
     }
 
+    /// Takes the leases of `indexes` over what this call saw, in one pipeline; returns
+    /// those granted.
+    private func takeLeases(
+        _ indexes: [Int], keys: [CacheKey], observed: [Int: [UInt8]], lease: [UInt8], seen: ContinuousClock.Instant
+    ) async -> Set<Int> {
+        guard state.mayCallRedis(),
+              ContinuousClock.now - seen < .milliseconds(policy.leaseTTLMilliseconds) / 2
+        else { return [] }
+        let ttl = Array(String(policy.leaseTTLMilliseconds).utf8)
+        var commands = indexes.map { i in
+            CacheMarks.leaseCommand(key: keys[i], saw: observed[i], lease: lease, ttl: ttl)
+        }
+        do {
+            var replies = try await cache.redis.pipeline(commands)
+            // Scripts Redis does not know yet (after a restart or SCRIPT FLUSH): again with source.
+            let unknown = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
+            if !unknown.isEmpty {
+                commands = unknown.map { position in
+                    evalCommand(CacheScripts.leaseOver, keys: [keys[indexes[position]].entryKey],
+                                arguments: [observed[indexes[position]] ?? [], lease, ttl], withSource: true)
+                }
+                let retried = try await cache.redis.pipeline(commands)
+                for (n, position) in unknown.enumerated() { replies[position] = retried[n] }
+            }
+            state.redisSucceeded()
+            var granted = Set<Int>()
+            for (position, i) in indexes.enumerated() where CacheMarks.granted(replies[position]) {
+                granted.insert(i)
+            }
+            return granted
+        } catch {
+            state.redisFailed(error)
+            counters.record(.failOpenRead)
+            return []
+        }
+    }
+
     private func load(_ indexes: [Int], ids: [ID], into result: inout [ID: Entity]) async throws -> [ID: Entity] {
         counters.record(.databaseLoad)
         let loaded = try await loadMany(indexes.map { ids[$0] }, cache.postgres)
@@ -159,8 +179,11 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
         return result
     }
 
+    /// Polls until each waiting key is filled (into `result`), its lease is released
+    /// without a fill, or the lease wait runs out; returns the ids still to load.
     private func waitForFills(_ waiting: [Int], ids: [ID], keys: [CacheKey], into result: inout [ID: Entity]) async -> [Int] {
         var remaining = waiting
+        var released: [Int] = []
         let deadline = ContinuousClock.now + policy.leaseWait
         var pause = policy.leasePollInterval
         while !remaining.isEmpty && ContinuousClock.now < deadline {
@@ -175,19 +198,24 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
             else { break }
             var next: [Int] = []
             for (position, i) in remaining.enumerated() {
-                if let bytes = values[position], case .some(let entry) = decode(bytes, key: keys[i]) {
-                    if let value = entry { result[ids[i]] = value }
-                } else {
+                let bytes = values[position]
+                if let bytes, case .some(let decoded) = entry(bytes, key: keys[i]) {
+                    if let value = decoded { result[ids[i]] = value }
+                } else if let bytes, CacheMarks.isLease(bytes) {
                     next.append(i)
+                } else {
+                    released.append(i)
                 }
             }
             remaining = next
         }
-        return remaining
+        return remaining + released
     }
 
-    /// `.some(value)` for a decoded entry (value nil for "absent"), nil if undecodable.
-    private func decode(_ bytes: [UInt8], key: CacheKey) -> Entity?? {
+    /// `.some(value)` for an entry (value nil for "absent"); nil for a lease, a
+    /// tombstone, or bytes that do not decode (logged and counted).
+    private func entry(_ bytes: [UInt8], key: CacheKey) -> Entity?? {
+        if CacheMarks.isLease(bytes) || CacheMarks.isTombstone(bytes) { return nil }
         do {
             switch try cache.codec.decode(Entity.self, from: bytes) {
             case .present(let value): return .some(value)
@@ -195,7 +223,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
             }
         } catch {
             counters.record(.decodeFailure)
-            cache.logger.error("cache entry failed to decode: deleting it and reading the database", metadata: [
+            cache.logger.error("cache entry failed to decode: treating it as a miss and replacing it", metadata: [
                 "key": "\(key.entryKey)", "bytes": "\(bytes.count)", "error": "\(error)",
             ])
             return nil
@@ -206,10 +234,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
     /// restart or SCRIPT FLUSH) are sent again with their source.
     private func runScripts(_ calls: [(RedisScript, [String], [[UInt8]])]) async throws -> [RESPValue] {
         var replies = try await cache.redis.pipeline(calls.map { evalCommand($0.0, keys: $0.1, arguments: $0.2) })
-        let unknown = replies.indices.filter {
-            if case .error(let message) = replies[$0] { return message.hasPrefix("NOSCRIPT") }
-            return false
-        }
+        let unknown = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
         if !unknown.isEmpty {
             let retried = try await cache.redis.pipeline(unknown.map { i in
                 evalCommand(calls[i].0, keys: calls[i].1, arguments: calls[i].2, withSource: true)

@@ -1,36 +1,90 @@
 import Redis
 
-/// The Lua scripts behind leases. Each runs atomically in Redis.
-enum CacheScripts {
-    /// Read-or-lease, for a reader that missed: returns `{1, entry}` if the entry
-    /// appeared meanwhile, `{2}` if this reader now holds the lease, `{3}` if another
-    /// reader holds it.
-    ///
-    /// KEYS: entry, lease. ARGV: token, lease TTL in milliseconds.
-    static let acquire = RedisScript(source: """
-        local v = redis.call('GET', KEYS[1])
-        if v then return {1, v} end
-        if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
-        return {3}
-        """)
+/// What a key can hold besides an entry, and the Lua scripts that change it
+/// atomically.
+///
+/// One Redis key per cached row holds, in turn:
+/// - nothing (never cached, or expired);
+/// - a lease: `{"s":1,"lease":"<token>"}`, set by the reader that loads the row, with
+///   the lease TTL;
+/// - an entry (`{"s":1,"v":...}` or `{"s":1,"absent":true}`), written over the lease by
+///   that reader's fill, only if its lease is still there;
+/// - a tombstone: `{"s":1,"invalidated":"<random>"}`, written by every write after it
+///   commits, over whatever was there, with a TTL longer than any entry's.
+///
+/// A reader takes the lease only if the key still holds what the reader saw before it
+/// began to load the row (nothing, or the same tombstone): a write since then has
+/// replaced that with a fresh tombstone, so the lease is refused. A write after the
+/// lease was taken replaces the lease with a tombstone, so the fill is refused. Either
+/// way, a reader that loaded the row before a write can never put it back.
+enum CacheMarks {
+    static let leasePrefix: [UInt8] = Array(#"{"s":1,"lease":""#.utf8)
+    static let tombstonePrefix: [UInt8] = Array(#"{"s":1,"invalidated":""#.utf8)
+    private static let suffix: [UInt8] = Array(#""}"#.utf8)
 
-    /// Fill, only while the lease is still ours: a write deletes the lease, so a reader
-    /// that loaded the old row can never put it back. Returns 1 if filled, 0 if not.
+    /// A lease holding `token`.
+    static func lease(_ token: [UInt8]) -> [UInt8] { leasePrefix + token + suffix }
+
+    /// A new tombstone, unique to one invalidation attempt.
+    static func tombstone() -> [UInt8] { tombstonePrefix + makeLeaseToken() + suffix }
+
+    static func isLease(_ bytes: [UInt8]) -> Bool { bytes.starts(with: leasePrefix) }
+    static func isTombstone(_ bytes: [UInt8]) -> Bool { bytes.starts(with: tombstonePrefix) }
+
+    /// The commands that invalidate `keys` in one round trip: each key gets a fresh
+    /// tombstone that outlives any entry and lease written before it. Made anew for
+    /// every attempt, so that a retry never restores a tombstone a reader has seen.
+    static func invalidationCommands(_ keys: [CacheKey], policy: CachePolicy) -> [[[UInt8]]] {
+        let ttl = Array(String(policy.tombstoneTTLMilliseconds).utf8)
+        return keys.map { key in
+            [Array("SET".utf8), Array(key.entryKey.utf8), tombstone(), Array("PX".utf8), ttl]
+        }
+    }
+
+    /// The command that takes a lease over what the reader saw: `SET NX` when it saw
+    /// nothing, else a compare-and-set script.
+    static func leaseCommand(key: CacheKey, saw: [UInt8]?, lease: [UInt8], ttl: [UInt8]) -> [[UInt8]] {
+        guard let saw else {
+            return [Array("SET".utf8), Array(key.entryKey.utf8), lease, Array("NX".utf8), Array("PX".utf8), ttl]
+        }
+        return evalCommand(CacheScripts.leaseOver, keys: [key.entryKey], arguments: [saw, lease, ttl])
+    }
+
+    /// Whether a reply to ``leaseCommand(key:saw:lease:ttl:)`` granted the lease.
+    static func granted(_ reply: RESPValue) -> Bool {
+        reply == .simpleString("OK") || reply.integer == 1
+    }
+}
+
+enum CacheScripts {
+    /// Takes a lease only if the key still holds exactly the bytes the reader saw (a
+    /// tombstone, or an entry that failed to decode). Returns 1 if taken.
     ///
-    /// KEYS: entry, lease. ARGV: token, entry bytes, entry TTL in milliseconds.
-    static let fill = RedisScript(source: """
-        if redis.call('GET', KEYS[2]) == ARGV[1] then
+    /// KEYS: the entry. ARGV: the bytes seen, the lease, its TTL in milliseconds.
+    static let leaseOver = RedisScript(source: """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-          redis.call('DEL', KEYS[2])
           return 1
         end
         return 0
         """)
 
-    /// Deletes the entry only if it still holds these exact bytes (an entry that failed
-    /// to decode), so that a good entry written meanwhile survives.
+    /// Fills the entry only while the key still holds this reader's lease. Returns 1
+    /// if filled.
     ///
-    /// KEYS: entry. ARGV: the bytes read.
+    /// KEYS: the entry. ARGV: the lease, the entry, its TTL in milliseconds.
+    static let fill = RedisScript(source: """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+          return 1
+        end
+        return 0
+        """)
+
+    /// Deletes the key only if it still holds these exact bytes (a lease given up, or
+    /// an entry that failed to decode), so that anything written meanwhile survives.
+    ///
+    /// KEYS: the entry. ARGV: the bytes.
     static let deleteIfEqual = RedisScript(source: """
         if redis.call('GET', KEYS[1]) == ARGV[1] then
           return redis.call('DEL', KEYS[1])

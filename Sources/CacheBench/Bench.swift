@@ -141,7 +141,7 @@ struct Bench: Sendable {
         let keys = try (1...Int64(rowCount)).map { try repository.cacheKey(for: $0) }
         results.append(("cache_miss", try await sequential(missIterations, warmup: 0, untimed: { i in
             let key = keys[i % rowCount]
-            _ = try await redis.del([key.entryKey, key.leaseKey])
+            _ = try await redis.del([key.entryKey])
         }) { i in
             _ = try await repository.find(Int64(i % rowCount + 1))
         }))

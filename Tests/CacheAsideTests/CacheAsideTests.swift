@@ -90,7 +90,7 @@ import Testing
                 return try await repo.find(1, in: tx)
             }
             #expect(seen?.name == "changed")
-            #expect(try await fixture.rawRedis.get(try repo.cacheKey(for: 1).entryKey) == nil)
+            #expect(try await fixture.cachedItem(try repo.cacheKey(for: 1).entryKey) == nil)
             #expect(try await repo.find(1)?.version == 2)
         } catch {
             Issue.record(error)
@@ -169,6 +169,8 @@ import Testing
             let probe = LoadProbe()
             let itemRepo = fixture.repository(process, probe: probe)
             _ = try await itemRepo.find(many: [1, 2, 3, 99])
+            let itemTable = fixture.table
+            try await itemRepo.update(4) { tx in try await tx.execute("UPDATE \(itemTable) SET version = 2 WHERE id = 4") }
             let (loaded, loadedSignal) = AsyncStream<Void>.makeStream()
             let (release, releaseSignal) = AsyncStream<Void>.makeStream()
             probe.setGate { _, _ in
@@ -177,9 +179,14 @@ import Testing
             }
             let held = Task { try await itemRepo.find(5) }
             for await _ in loaded { break }
-            #expect(await eventually { (try? await fixture.keys().count) ?? 0 >= ids.count + 6 })
+            let leaseKey = try itemRepo.cacheKey(for: 5).entryKey
+            #expect(await eventually {
+                try await fixture.rawRedis.get(leaseKey).map(CacheMarks.isLease) == true
+            }, "a held load's lease is in Redis")
             let keys = try await fixture.keys()
-            #expect(keys.contains { $0.hasSuffix(":lease") }, "a held load's lease is in Redis")
+            #expect(keys.count >= ids.count + 6)
+            #expect(try await fixture.rawRedis.get(try itemRepo.cacheKey(for: 4).entryKey).map { String(decoding: $0, as: UTF8.self) }?
+                .hasPrefix(#"{"s":1,"invalidated":"#) == true, "a write leaves a tombstone")
             for key in keys {
                 let ttl = try await fixture.rawRedis.pttl(key)
                 #expect(ttl > 0, "\(key) has no TTL (\(ttl))")
@@ -197,13 +204,15 @@ import Testing
 
 @Suite struct ConsistencyTests {
     /// DESIGN.md's stale-set race, forced: the reader's fill must be rejected.
-    @Test func aFillThatRacedAWriteIsRejected() async throws {
+    @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
+    func aFillThatRacedAWriteIsRejected(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
-        let reader = try await Process.make(namespace: fixture.namespace)
-        let writer = try await Process.make(namespace: fixture.namespace)
+        let policy = CachePolicy(leaseMode: mode)
+        let reader = try await Process.make(namespace: fixture.namespace, policy: policy)
+        let writer = try await Process.make(namespace: fixture.namespace, policy: policy)
         let probe = LoadProbe()
-        let readerRepo = fixture.repository(reader, probe: probe)
-        let writerRepo = fixture.repository(writer)
+        let readerRepo = fixture.repository(reader, probe: probe, policy: policy)
+        let writerRepo = fixture.repository(writer, policy: policy)
         do {
             let (loaded, loadedSignal) = AsyncStream<Item?>.makeStream()
             let (release, releaseSignal) = AsyncStream<Void>.makeStream()
@@ -228,8 +237,8 @@ import Testing
 
             // Its fill was rejected: nothing (and certainly not v1) is cached.
             #expect(await eventually { reader.cache.statistics(keyspace: "item").rejectedFills == 1 })
-            let cached = try await fixture.rawRedis.get(try readerRepo.cacheKey(for: 1).entryKey)
-            #expect(cached == nil)
+            let cached = try await fixture.cachedItem(try readerRepo.cacheKey(for: 1).entryKey)
+            #expect(cached == nil, "\(String(describing: cached))")
             #expect(try await readerRepo.find(1)?.version == 2)
             #expect(try await writerRepo.find(1)?.version == 2)
         } catch {
@@ -242,21 +251,23 @@ import Testing
 
     /// Readers and writers on few keys through two processes: no stale entry survives,
     /// and no read returns a version older than a write that finished before it began.
-    @Test func aStormLeavesNoStaleEntryAndNoReadGoesBackInTime() async throws {
+    @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
+    func aStormLeavesNoStaleEntryAndNoReadGoesBackInTime(mode: CachePolicy.LeaseMode) async throws {
         let keyCount: Int64 = 50
         let fixture = try await Fixture.make(rows: Int(keyCount))
+        let policy = CachePolicy(ttl: .seconds(60), leaseMode: mode)
         let processes = [
-            try await Process.make(namespace: fixture.namespace),
-            try await Process.make(namespace: fixture.namespace),
+            try await Process.make(namespace: fixture.namespace, policy: policy),
+            try await Process.make(namespace: fixture.namespace, policy: policy),
         ]
-        let policy = CachePolicy(ttl: .seconds(60))
         let repos = processes.map { fixture.repository($0, policy: policy) }
         let committed = Shared<[Int64: Int64]>([:])  // versions whose write has returned
         let violations = Shared<[String]>([])
         let reads = SharedCounter()
         let writes = SharedCounter()
+        let slowest = Shared<(Duration, Duration)>((.zero, .zero))  // the slowest read, and when it began
         let table = fixture.table
-        let deadline = ContinuousClock.now + .seconds(4)
+        let deadline = ContinuousClock.now + .seconds(3)
 
         await withTaskGroup(of: Void.self) { group in
             for r in 0..<16 {
@@ -265,6 +276,11 @@ import Testing
                     while ContinuousClock.now < deadline {
                         let id = Int64.random(in: 1...keyCount)
                         let floor = committed.withLock { $0[id] ?? 1 }
+                        let readStart = ContinuousClock.now
+                        defer {
+                            let took = ContinuousClock.now - readStart
+                            slowest.withLock { if took > $0.0 { $0 = (took, readStart - deadline) } }
+                        }
                         do {
                             guard let item = try await repo.find(id) else {
                                 violations.withLock { $0.append("row \(id) read as missing") }
@@ -311,30 +327,47 @@ import Testing
         var stale: [String] = []
         var cachedCount = 0
         for id in 1...keyCount {
-            guard let bytes = try await fixture.rawRedis.get(try repos[0].cacheKey(for: id).entryKey) else { continue }
+            guard let entry = try await fixture.cachedItem(try repos[0].cacheKey(for: id).entryKey) else { continue }
             cachedCount += 1
-            guard case .present(let cached) = try JSONEntryCodec().decode(Item.self, from: bytes) else {
+            guard case .present(let cached) = entry else {
                 stale.append("\(id): cached as absent"); continue
             }
             let row = try await fixture.row(id)
             if cached != row { stale.append("\(id): cached v\(cached.version), row v\(row?.version ?? -1)") }
         }
         #expect(stale.isEmpty, "stale entries: \(stale)")
-        #expect(cachedCount > 0)
+        let stats = processes.map { $0.cache.statistics(keyspace: "item") }
+        print("storm (\(mode) leases): \(reads.count) reads, \(writes.count) writes, slowest read \(slowest.withLock { $0.0 }); \(cachedCount) of \(keyCount) keys cached at the end; process 1: \(stats[0]); process 2: \(stats[1])")
+
+        // Quiet now: one read of every key fills it, with its row as it is.
+        for id in 1...keyCount { _ = try await repos[0].find(id) }
+        #expect(await eventually {
+            var filled = 0
+            for id in 1...keyCount {
+                guard case .present(let cached) = try await fixture.cachedItem(try repos[0].cacheKey(for: id).entryKey) else { continue }
+                guard cached == (try await fixture.row(id)) else { return false }
+                filled += 1
+            }
+            return filled == Int(keyCount)
+        }, "after the storm, every key is cached with its current row")
         for p in processes { await p.close() }
         await fixture.close()
     }
 
-    /// 500 concurrent finds of one cold key through 4 processes: the leases and the
-    /// single-flight tables keep the database loads to a handful.
-    @Test func aStampedeOnAColdKeyLoadsTheDatabaseAlmostOnce() async throws {
+    /// 500 concurrent finds of one cold key through 4 processes: the single-flight
+    /// tables make it one load per process at most (overlapped leases), and exclusive
+    /// leases make it one load in all.
+    @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
+    func aStampedeOnAColdKeyLoadsTheDatabaseAlmostOnce(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
+        // A long lease wait, so that a loaded machine cannot turn waiting readers into loaders.
+        let policy = CachePolicy(leaseWait: .seconds(3), leaseMode: mode)
         var processes: [Process] = []
-        for _ in 0..<4 { processes.append(try await Process.make(namespace: fixture.namespace)) }
+        for _ in 0..<4 { processes.append(try await Process.make(namespace: fixture.namespace, policy: policy)) }
         let probe = LoadProbe()
         // A slow load, so the burst really overlaps it.
         probe.setGate { _, _ in try? await Task.sleep(for: .milliseconds(50)) }
-        let repos = processes.map { fixture.repository($0, probe: probe) }
+        let repos = processes.map { fixture.repository($0, probe: probe, policy: policy) }
         let failures = SharedCounter()
         await withTaskGroup(of: Void.self) { group in
             for i in 0..<500 {
@@ -345,8 +378,9 @@ import Testing
             }
         }
         #expect(failures.count == 0)
-        print("stampede: 500 finds through 4 processes caused \(probe.loads(of: 1)) database load(s)")
+        print("stampede (\(mode) leases): 500 finds through 4 processes caused \(probe.loads(of: 1)) database load(s)")
         #expect(probe.loads(of: 1) <= 4, "database loads: \(probe.loads(of: 1))")
+        if mode == .exclusive { #expect(probe.loads(of: 1) == 1, "database loads: \(probe.loads(of: 1))") }
         #expect(probe.loads(of: 1) >= 1)
         for p in processes { await p.close() }
         await fixture.close()
@@ -437,7 +471,7 @@ import Testing
             // After the pause, the retry deletes the stale entry.
             #expect(await eventually(timeout: .seconds(10)) { process.cache.pendingInvalidations == 0 })
             // Nothing filled it since (reads skipped the cache while the write was pending).
-            #expect(try await raw.get(key) == nil)
+            #expect(try await entry(key, in: raw) == nil)
             #expect(process.cache.statistics(keyspace: "item").invalidationRetries >= 1)
         } catch {
             Issue.record(error)

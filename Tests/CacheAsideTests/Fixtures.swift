@@ -131,6 +131,12 @@ struct Fixture: Sendable {
         try await admin.query("SELECT id, name, version FROM \(table) WHERE id = $1", [id]).first?.decode(Item.self)
     }
 
+    /// The entry cached under `key`, or nil if there is none (no key, a lease, or a
+    /// write's tombstone). Throws if the bytes are none of these.
+    func cachedItem(_ key: String) async throws -> CacheEntry<Item>? {
+        try await entry(key, in: rawRedis)
+    }
+
     /// Every key under the namespace (SCAN, so it works on a shared server).
     func keys() async throws -> [String] {
         var cursor = "0"
@@ -154,6 +160,13 @@ struct Fixture: Sendable {
         await rawRedis.shutdown()
         await admin.shutdown()
     }
+}
+
+/// The entry under `key` in `redis`: nil for no key, a lease or a tombstone.
+func entry(_ key: String, in redis: RedisClient) async throws -> CacheEntry<Item>? {
+    guard let bytes = try await redis.get(key) else { return nil }
+    if CacheMarks.isTombstone(bytes) || CacheMarks.isLease(bytes) { return nil }
+    return try JSONEntryCodec().decode(Item.self, from: bytes)
 }
 
 /// Waits until `condition` holds or `timeout` passes; returns whether it held. A

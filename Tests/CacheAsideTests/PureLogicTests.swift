@@ -7,7 +7,6 @@ import Testing
     @Test func keyHasTheDocumentedShape() throws {
         let key = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 3, id: "42")
         #expect(key.entryKey == "app:user:v3:42")
-        #expect(key.leaseKey == "app:user:v3:42:lease")
     }
 
     @Test func idsThatCouldForgeKeysNeverCollide() throws {
@@ -24,8 +23,6 @@ import Testing
             let tail = String(key.entryKey.dropFirst("app:user:v1:".count))
             #expect(!tail.contains(":") && !tail.contains("*") && !tail.contains(" ") && !tail.contains("{"))
             #expect(tail.utf8.allSatisfy { $0 < 0x80 })
-            // An entry key never equals any lease key.
-            #expect(!ids.contains { (try? CacheKey(namespace: "app", keyspace: "user", schemaVersion: 1, id: $0).leaseKey) == key.entryKey })
         }
         #expect(seen.count == ids.count)
     }
@@ -74,6 +71,43 @@ import Testing
     ])
     func garbageFailsToDecodeWithoutCrashing(bytes: [UInt8]) {
         #expect(throws: CacheError.self) { _ = try JSONEntryCodec().decode(Row.self, from: bytes) }
+    }
+}
+
+@Suite struct CacheMarksTests {
+    @Test func leasesAndTombstonesAreRecognisedAndNeverDecodeAsEntries() throws {
+        let lease = CacheMarks.lease(makeLeaseToken())
+        let tombstone = CacheMarks.tombstone()
+        #expect(CacheMarks.isLease(lease) && !CacheMarks.isTombstone(lease))
+        #expect(CacheMarks.isTombstone(tombstone) && !CacheMarks.isLease(tombstone))
+        for mark in [lease, tombstone] {
+            #expect((try? JSONSerialization.jsonObject(with: Data(mark))) != nil, "marks are JSON too")
+            #expect(throws: CacheError.self) { _ = try JSONEntryCodec().decode(EntryCodecTests.Row.self, from: mark) }
+        }
+        let entry = try JSONEntryCodec().encode(CacheEntry.present(EntryCodecTests.Row(id: 1, name: "x", when: Date())))
+        #expect(!CacheMarks.isLease(entry) && !CacheMarks.isTombstone(entry))
+    }
+
+    @Test func everyInvalidationAttemptWritesAFreshTombstone() throws {
+        let key = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 1, id: "1")
+        let first = CacheMarks.invalidationCommands([key], policy: .init())
+        let second = CacheMarks.invalidationCommands([key], policy: .init())
+        #expect(first.count == 1 && first[0].count == 5)
+        #expect(first[0][2] != second[0][2], "a retry must not restore a tombstone a reader has seen")
+        // The tombstone outlives any entry of the policy.
+        let ttl = Int64(String(decoding: first[0][4], as: UTF8.self)) ?? 0
+        #expect(ttl > CachePolicy().longestEntryLifetime.milliseconds)
+    }
+
+    @Test func aLeaseIsTakenWithSetNXOverNothingAndByScriptOverATombstone() throws {
+        let key = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 1, id: "1")
+        let lease = CacheMarks.lease(makeLeaseToken())
+        let overNothing = CacheMarks.leaseCommand(key: key, saw: nil, lease: lease, ttl: Array("3000".utf8))
+        #expect(overNothing.map { String(decoding: $0, as: UTF8.self) }.contains("NX"))
+        let overTombstone = CacheMarks.leaseCommand(key: key, saw: CacheMarks.tombstone(), lease: lease, ttl: Array("3000".utf8))
+        #expect(String(decoding: overTombstone[0], as: UTF8.self) == "EVALSHA")
+        #expect(CacheMarks.granted(.simpleString("OK")) && CacheMarks.granted(.integer(1)))
+        #expect(!CacheMarks.granted(.null) && !CacheMarks.granted(.integer(0)))
     }
 }
 
