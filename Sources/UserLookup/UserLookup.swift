@@ -117,7 +117,7 @@ struct Demo {
         try await repository.update(target) { tx in
             try await tx.execute("UPDATE users SET name = $1, updated_at = now() WHERE id = $2", [newName, target])
         }
-        say("\nupdated user \(target): name = \"\(newName)\" (its cache entry was deleted after COMMIT)")
+        say("\nupdated user \(target): name = \"\(newName)\" (its cache entry was invalidated after COMMIT)")
         for _ in 1...2 {
             let (user, source, micros) = try await timedFind(target)
             timings.record(source: source, micros: micros)
