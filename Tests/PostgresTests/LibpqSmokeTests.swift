@@ -9,11 +9,12 @@ import Testing
         let url = try TestEnvironment.databaseURL()
         let conn = try #require(PQconnectdb(url))
         defer { PQfinish(conn) }
-        #expect(PQstatus(conn) == CONNECTION_OK, "\(String(cString: PQerrorMessage(conn)))")
+        try #require(PQstatus(conn) == CONNECTION_OK, "\(String(cString: PQerrorMessage(conn)))")
         let result = PQexec(conn, "SELECT 1")
         defer { PQclear(result) }
-        #expect(PQresultStatus(result) == PGRES_TUPLES_OK)
-        #expect(String(cString: PQgetvalue(result, 0, 0)) == "1")
+        try #require(PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1)
+        let value = try #require(PQgetvalue(result, 0, 0))
+        #expect(String(cString: value) == "1")
     }
 
     @Test func aWrongPasswordFailsWithAnAuthenticationError() throws {
