@@ -136,9 +136,10 @@ import Testing
             // EX and PX.
             #expect(try await redis.set(key, to: "ex", expiration: .seconds(100)))
             #expect((99...100).contains(try await redis.ttl(key)))
-            #expect(try await redis.set("\(p):px", to: "px", expiration: .milliseconds(1500), condition: .ifNotExists))
+            // Long enough to outlive this test on a busy machine (the DEL below counts it).
+            #expect(try await redis.set("\(p):px", to: "px", expiration: .milliseconds(60_000), condition: .ifNotExists))
             let pttl = try await redis.pttl("\(p):px")
-            #expect(pttl > 0 && pttl <= 1500)
+            #expect(pttl > 50_000 && pttl <= 60_000)
             // A short PX really expires.
             #expect(try await redis.set("\(p):short", to: "x", expiration: .milliseconds(30)))
             let gone = try await eventually(timeout: .seconds(3)) { try await redis.get("\(p):short") == nil ? true : nil }
@@ -258,14 +259,21 @@ import Testing
     @Test func aCommandWithoutReplyTimesOutInsteadOfHanging() async throws {
         let p = TestEnvironment.uniqueName("timeout")
         try await withClient { try await $0.set("\(p):k", to: "v") }
-        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .milliseconds(300) }) { redis in
+        try await withClient({ $0.connectionCount = 1; $0.commandTimeout = .milliseconds(2000) }) { redis in
             // Connected first (the machine may be busy).
             #expect(try await eventually { try await redis.send("PING") } == .simpleString("PONG"))
             // BLPOP blocks the connection for 30 s on the server; the client gives up
-            // at 300 ms, together with the command queued behind it.
+            // at its timeout, together with the command queued behind it.
             let start = ContinuousClock.now
             let blocked = Task { try await redis.send("BLPOP", "\(p):empty", "30") }
-            try await Task.sleep(for: .milliseconds(50))
+            // Queue the second command once the server really blocks on the first.
+            let blocking = try await withClient { observer in
+                try await eventually(timeout: .seconds(1)) { () -> Bool? in
+                    let clients = try await observer.send("CLIENT", "LIST").string ?? ""
+                    return clients.contains("cmd=blpop") ? true : nil
+                }
+            }
+            #expect(blocking == true)
             let behind = Task { try await redis.get("\(p):k") }
             let first = await expectError { try await blocked.value } as? RedisError
             let second = await expectError { try await behind.value } as? RedisError
@@ -273,7 +281,7 @@ import Testing
             #expect(first?.kind == .timeout)
             #expect(first?.isConnectionFailure == true)
             #expect(second?.kind == .timeout)
-            #expect(elapsed >= 0.25 && elapsed < 10, "timed out after \(elapsed) s")
+            #expect(elapsed >= 1.9 && elapsed < 15, "timed out after \(elapsed) s")
             // The connection was reopened: the client works again.
             let value = try await eventually(timeout: .seconds(5)) { try await redis.getString("\(p):k") }
             #expect(value == "v")
