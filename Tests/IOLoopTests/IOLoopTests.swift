@@ -164,10 +164,10 @@ struct IOLoopTests {
         // Bind a port, then close it, so nothing listens there.
         let port = try freePort()
         await #expect(throws: IOError.self) {
-            _ = try await Socket.connectTCP(host: "127.0.0.1", port: port, loop: .shared, deadline: .now + .seconds(2))
+            _ = try await Socket.connectTCP(host: "127.0.0.1", port: port, loop: .shared, deadline: .now + .seconds(10))
         }
         do {
-            _ = try await Socket.connectTCP(host: "127.0.0.1", port: port, loop: .shared, deadline: .now + .seconds(2))
+            _ = try await Socket.connectTCP(host: "127.0.0.1", port: port, loop: .shared, deadline: .now + .seconds(10))
         } catch let error as IOError {
             #expect(error.code == ECONNREFUSED)
             #expect(error.description.contains("127.0.0.1:\(port)"))
@@ -177,7 +177,7 @@ struct IOLoopTests {
     @Test func connectsToALocalListenerByName() async throws {
         let (listener, port) = try listen()
         defer { Socket.close(listener) }
-        let fd = try await Socket.connectTCP(host: "localhost", port: port, loop: .shared, deadline: .now + .seconds(2))
+        let fd = try await Socket.connectTCP(host: "localhost", port: port, loop: .shared, deadline: .now + .seconds(10))
         defer { Socket.close(fd) }
         #expect(fd >= 0)
         #expect(writeByte(fd) == .transferred(1))
