@@ -120,7 +120,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
                 let value = loaded[ids[i]]
                 guard let encoded = try? cache.codec.encode(value.map(CacheEntry.present) ?? .absent) else { continue }
                 let ttl = Array(String(policy.entryTTLMilliseconds(absent: value == nil)).utf8)
-                fills.append((CacheScripts.fill, [keys[i].entryKey], [lease, encoded, ttl]))
+                fills.append((CacheScripts.compareAndSet, [keys[i].entryKey], [lease, encoded, ttl]))
             }
             do {
                 let replies = try await runScripts(fills)
@@ -153,7 +153,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
             let unknown = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
             if !unknown.isEmpty {
                 commands = unknown.map { position in
-                    evalCommand(CacheScripts.leaseOver, keys: [keys[indexes[position]].entryKey],
+                    evalCommand(CacheScripts.compareAndSet, keys: [keys[indexes[position]].entryKey],
                                 arguments: [observed[indexes[position]] ?? [], lease, ttl], withSource: true)
                 }
                 let retried = try await cache.redis.pipeline(commands)

@@ -221,7 +221,7 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
         let ttl = policy.entryTTLMilliseconds(absent: value == nil)
         do {
             let reply = try await cache.redis.evalSHA(
-                CacheScripts.fill, keys: [key.entryKey], arguments: [lease, encoded, Array(String(ttl).utf8)])
+                CacheScripts.compareAndSet, keys: [key.entryKey], arguments: [lease, encoded, Array(String(ttl).utf8)])
             state.redisSucceeded()
             if reply.integer == 1 {
                 counters.record(.fill)
@@ -263,7 +263,7 @@ struct ReadPath<Entity: Codable & Sendable>: Sendable {
             let granted: Bool
             if let saw = observation.bytes {
                 let reply = try await cache.redis.evalSHA(
-                    CacheScripts.leaseOver, keys: [key.entryKey], arguments: [saw, lease, Array(String(ttl).utf8)])
+                    CacheScripts.compareAndSet, keys: [key.entryKey], arguments: [saw, lease, Array(String(ttl).utf8)])
                 granted = reply.integer == 1
             } else {
                 granted = try await cache.redis.set(

@@ -47,7 +47,7 @@ enum CacheMarks {
         guard let saw else {
             return [Array("SET".utf8), Array(key.entryKey.utf8), lease, Array("NX".utf8), Array("PX".utf8), ttl]
         }
-        return evalCommand(CacheScripts.leaseOver, keys: [key.entryKey], arguments: [saw, lease, ttl])
+        return evalCommand(CacheScripts.compareAndSet, keys: [key.entryKey], arguments: [saw, lease, ttl])
     }
 
     /// Whether a reply to ``leaseCommand(key:saw:lease:ttl:)`` granted the lease.
@@ -57,23 +57,13 @@ enum CacheMarks {
 }
 
 enum CacheScripts {
-    /// Takes a lease only if the key still holds exactly the bytes the reader saw (a
-    /// tombstone, or an entry that failed to decode). Returns 1 if taken.
+    /// Compare-and-set: writes the new bytes only if the key still holds exactly the
+    /// expected ones. Returns 1 if written. It takes a lease over what a reader saw (a
+    /// tombstone, or an entry that failed to decode), and fills an entry over the
+    /// reader's own lease.
     ///
-    /// KEYS: the entry. ARGV: the bytes seen, the lease, its TTL in milliseconds.
-    static let leaseOver = RedisScript(source: """
-        if redis.call('GET', KEYS[1]) == ARGV[1] then
-          redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-          return 1
-        end
-        return 0
-        """)
-
-    /// Fills the entry only while the key still holds this reader's lease. Returns 1
-    /// if filled.
-    ///
-    /// KEYS: the entry. ARGV: the lease, the entry, its TTL in milliseconds.
-    static let fill = RedisScript(source: """
+    /// KEYS: the key. ARGV: the expected bytes, the new bytes, their TTL in milliseconds.
+    static let compareAndSet = RedisScript(source: """
         if redis.call('GET', KEYS[1]) == ARGV[1] then
           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
           return 1
