@@ -68,14 +68,14 @@ import Testing
         var config = try PG.configuration()
         config.maxConnections = 2
         let client = PostgresClient(configuration: config)
-        let running = Task { try await client.query("SELECT pg_sleep(0.4), 42::int8 AS answer") }
-        // Wait until the statement holds a connection (connecting may take a while).
+        let running = Task { try await client.query("SELECT pg_sleep(2), 42::int8 AS answer") }
+        // Wait until the statement holds a connection (connecting may take a while),
+        // then shut down while it runs (it runs for 2 s).
         for _ in 0..<200 where client.statistics.leased == 0 { try await Task.sleep(for: .milliseconds(10)) }
         try #require(client.statistics.leased == 1)
-        try await Task.sleep(for: .milliseconds(150))
         let start = ContinuousClock.now
         await client.shutdown()
-        #expect(ContinuousClock.now - start >= .milliseconds(100))
+        #expect(ContinuousClock.now - start >= .milliseconds(300), "shutdown waited for the statement in flight")
         #expect(try await running.value[0].decode(Int64.self, column: "answer") == 42)
         let error = try await #require(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
         #expect(error.kind == .closed)
