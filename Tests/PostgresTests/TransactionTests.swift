@@ -86,13 +86,15 @@ final class Flag: Sendable {
 
     @Test func cancellationRollsBack() async throws {
         try await withTable { client, table in
+            let sleep = "SELECT pg_sleep(10) /* \(table) */"
             let task = Task {
                 try await client.withTransaction { tx in
                     try await tx.execute("INSERT INTO \(table) VALUES ($1, $2)", [Int64(1), "a"])
-                    _ = try await tx.query("SELECT pg_sleep(10)")
+                    _ = try await tx.query(sleep)
                 }
             }
-            try await Task.sleep(for: .milliseconds(300))
+            // Cancel once the transaction has inserted and sleeps on the server.
+            try await PG.waitUntilRunning(sleep)
             task.cancel()
             let result = await task.result
             #expect(throws: PostgresError.self) { try result.get() }

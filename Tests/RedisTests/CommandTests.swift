@@ -350,12 +350,19 @@ import Testing
         let p = TestEnvironment.uniqueName("shutdown")
         let redis = try makeClient { $0.connectionCount = 1; $0.commandTimeout = .seconds(5) }
         #expect(try await redis.send("PING") == .simpleString("PONG"))
-        // In flight for 300 ms on the server (BLPOP with nothing to pop answers null).
-        let inFlight = Task { try await redis.send("BLPOP", "\(p):empty", "0.3") }
-        try await Task.sleep(for: .milliseconds(100))
+        // In flight for 2 s on the server (BLPOP with nothing to pop answers null).
+        let inFlight = Task { try await redis.send("BLPOP", "\(p):empty", "2") }
+        // Shut down once the server really blocks on it.
+        let blocking = try await withClient { observer in
+            try await eventually(timeout: .seconds(1)) { () -> Bool? in
+                let clients = try await observer.send("CLIENT", "LIST").string ?? ""
+                return clients.contains("cmd=blpop") ? true : nil
+            }
+        }
+        #expect(blocking == true)
         let start = ContinuousClock.now
         await redis.shutdown()
-        #expect(seconds(since: start) >= 0.1)
+        #expect(seconds(since: start) >= 0.3, "shutdown waited for the command in flight")
         #expect(try await inFlight.value == .null)
         let after = await expectError { try await redis.get("\(p):k") } as? RedisError
         #expect(after?.kind == .connection)
