@@ -5,7 +5,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Dispatch
 
 /// Non-blocking stream sockets: connect through an ``IOLoop``, then read and write
 /// without ever blocking a thread.
@@ -76,11 +75,7 @@ public enum Socket {
             throw IOError(operation: "resolve \(host):\(port) (invalid port)", code: EINVAL)
         }
         if let numeric = numericAddress(host: host, port: port) { return [numeric] }
-        return try await withCheckedThrowingContinuation { cont in
-            DispatchQueue.global().async {
-                cont.resume(with: Result { try blockingResolve(host: host, port: port) })
-            }
-        }
+        return try await BlockingCall.run { try blockingResolve(host: host, port: port) }
     }
 
     static func numericAddress(host: String, port: Int) -> ResolvedAddress? {

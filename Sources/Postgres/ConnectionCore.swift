@@ -1,6 +1,5 @@
 import CLibpq
 import DequeModule
-import Dispatch
 import Foundation
 import IOLoop
 import Logging
@@ -91,7 +90,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// Connects without blocking a cooperative thread: libpq's connection state machine
     /// (`PQconnectStartParams`/`PQconnectPoll`) waits for the socket through the loop;
     /// when a host name must be resolved (which libpq does synchronously), the libpq
-    /// calls run on a Dispatch queue instead.
+    /// calls run on a thread of their own (``BlockingCall``).
     static func connect(configuration: PostgresConfiguration, loop: IOLoop, logger: Logger) async throws -> ConnectionCore {
         let parameters = configuration.libpqParameters
         let offload = configuration.needsNameResolution
@@ -340,8 +339,9 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         guard send, let cancelHandle else { return }
         let handle = UnsafeTransfer(cancelHandle)
         logger.debug("cancelling the running statement", metadata: ["backend_pid": "\(backendPID)"])
-        // PQcancel opens a connection and waits for the server: never on the cooperative pool.
-        DispatchQueue.global().async { [self] in
+        // PQcancel opens a connection and waits for the server: on a thread of its own,
+        // never on one that runs tasks.
+        BlockingCall.start { [self] in
             var buffer = [CChar](repeating: 0, count: 256)
             if PQcancel(handle.value, &buffer, Int32(buffer.count)) == 0 {
                 let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -656,10 +656,9 @@ private let noticeReceiver: PQnoticeReceiver = { arg, result in
     core.logger.debug("server notice: \(message)", metadata: ["backend_pid": "\(core.backendPID)"])
 }
 
-/// Runs `body` on a Dispatch queue when `offload` is true (it may block), inline otherwise.
+/// Runs `body` on a thread of its own when `offload` is true (it may block), inline
+/// otherwise.
 func offloaded<T: Sendable>(_ offload: Bool, _ body: @escaping @Sendable () -> T) async -> T {
     guard offload else { return body() }
-    return await withCheckedContinuation { cont in
-        DispatchQueue.global().async { cont.resume(returning: body()) }
-    }
+    return await BlockingCall.run(body)
 }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 import IOLoop
 import Synchronization
 import Testing
@@ -10,7 +11,9 @@ import Testing
 private func socketPair() throws -> (Int32, Int32) {
     var fds: [Int32] = [0, 0]
     #if canImport(Glibc)
-    let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+    // Close-on-exec: a helper program that another test starts meanwhile must not keep
+    // a copy (the peer would never see the end of the stream).
+    let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
     #else
     let rc = socketpair(AF_UNIX, SOCK_STREAM, 0, &fds)
     #endif
@@ -221,4 +224,50 @@ private func freePort() throws -> Int {
 
 extension Tag {
     @Tag static var unit: Self
+}
+
+@Suite(.tags(.unit))
+struct BlockingCallTests {
+    @Test func blockingCallsRunOnThreadsOfTheirOwn() async throws {
+        #expect(!BlockingCall.isBlockingThread)
+        #expect(await BlockingCall.run { BlockingCall.isBlockingThread })
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) { try await BlockingCall.run { () throws -> Int in throw Boom() } }
+    }
+
+    /// Blocking calls parked on the library's threads (a DNS server that does not
+    /// answer, say) leave every thread that runs tasks free: tasks started meanwhile
+    /// all run while the calls are still parked. (On Linux, Dispatch's global queues
+    /// run every task; parking the calls there stopped the whole process.)
+    @Test func parkedBlockingCallsLeaveTasksRunning() async throws {
+        let gate = Gate()
+        let parkedCount = 4 * max(ProcessInfo.processInfo.activeProcessorCount, 2)
+        let parked = (0..<parkedCount).map { _ in Task { await BlockingCall.run { gate.wait() } } }
+        let ran = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<200 { group.addTask { i } }
+            return try await group.reduce(0, +)
+        }
+        #expect(ran == (0..<200).reduce(0, +))
+        #expect(!gate.isOpen, "the tasks ran while every blocking call was still parked")
+        gate.open()
+        for task in parked { await task.value }
+    }
+}
+
+/// A gate that blocking threads wait at until it opens.
+private final class Gate: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var opened = false
+    var isOpen: Bool { condition.lock(); defer { condition.unlock() }; return opened }
+    func wait() {
+        condition.lock()
+        while !opened { condition.wait() }
+        condition.unlock()
+    }
+    func open() {
+        condition.lock()
+        opened = true
+        condition.broadcast()
+        condition.unlock()
+    }
 }

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import ProcessRunner
 
@@ -62,15 +61,19 @@ public enum TestEnvironment {
         return outcome.standardOutput
     }
 
-    /// ``devServices(_:instance:)``, run on a Dispatch thread so that no thread of the
-    /// cooperative pool waits for the script.
+    /// ``devServices(_:instance:)``, run on a thread of its own so that no thread that
+    /// runs tasks waits for the script. (Not `DispatchQueue.global()`: on Linux its
+    /// threads are the ones that run every task, and a few scripts waited for there
+    /// stalled the whole test process for seconds.)
     @discardableResult
     public static func runDevServices(_ arguments: [String], instance: String? = nil) async throws -> String {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try devServices(arguments, instance: instance) })
-            }
+        let script = repositoryRoot.appendingPathComponent("scripts/dev-services").path
+        let fullArguments = (instance.map { ["--instance", $0] } ?? []) + arguments
+        let outcome = try await ProcessRunner.run(script, fullArguments)
+        guard outcome.status == 0 else {
+            throw Missing(description: "scripts/dev-services \(fullArguments.joined(separator: " ")) failed (\(outcome.status)): \(outcome.standardError)")
         }
+        return outcome.standardOutput
     }
 
     /// Starts a private pair of servers (`--instance name`) and returns their URLs.
