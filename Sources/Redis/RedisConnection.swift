@@ -55,8 +55,17 @@ final class RedisConnection: Sendable {
         var completesHandshake = false
         /// Replies still expected (pipelines and `SUBSCRIBE` expect several).
         var remaining: Int
-        var collected: [RESPValue] = []
+        /// A pipeline's replies so far. A reference, so that appending to it while the
+        /// slot sits in the FIFO never copies what was collected (a copy per reply
+        /// made a long pipeline quadratic and held the loop thread for seconds).
+        var collected: ReplyCollector? = nil
         var deadline: ContinuousClock.Instant
+    }
+
+    /// The replies of one pipeline, gathered in order on the loop thread.
+    final class ReplyCollector: @unchecked Sendable {
+        var replies: [RESPValue] = []
+        init(capacity: Int) { replies.reserveCapacity(capacity) }
     }
 
     /// A command issued while the connection is being opened: not yet sent.
@@ -386,7 +395,11 @@ final class RedisConnection: Sendable {
         swap(&replies, &session.replies)
         if events.contains(.readable) || events.contains(.hangup) {
             let buffer = session.readBuffer
-            reading: while true {
+            // One buffer's worth per readiness report: the loop is shared, and a
+            // connection with megabytes of replies waiting must not hold it while other
+            // connections' replies wait. The socket stays readable (level-triggered),
+            // so the loop comes back for the rest after a turn of the others.
+            reading: do {
                 switch session.stream.read(into: buffer) {
                 case .transferred(let n):
                     do {
@@ -395,7 +408,6 @@ final class RedisConnection: Sendable {
                         failure = error
                         break reading
                     }
-                    if n < buffer.count { break reading }
                 case .wouldBlock:
                     break reading
                 case .endOfFile:
@@ -434,11 +446,20 @@ final class RedisConnection: Sendable {
                 case .command:
                     if let c = s.fifo.removeFirst().continuation { completions.append((c, reply)) }
                 case .pipeline:
-                    s.fifo[0].collected.append(reply)
+                    let collector: ReplyCollector
+                    if let existing = s.fifo[0].collected {
+                        collector = existing
+                    } else {
+                        collector = ReplyCollector(capacity: s.fifo[0].remaining)
+                        s.fifo[0].collected = collector
+                    }
+                    collector.replies.append(reply)
                     s.fifo[0].remaining -= 1
                     if s.fifo[0].remaining <= 0 {
                         let slot = s.fifo.removeFirst()
-                        if let c = slot.continuation { completions.append((c, .array(slot.collected))) }
+                        let replies = collector.replies
+                        collector.replies = []
+                        if let c = slot.continuation { completions.append((c, .array(replies))) }
                     }
                 case .auth:
                     if case .error(let message) = reply {
