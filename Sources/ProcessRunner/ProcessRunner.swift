@@ -44,6 +44,9 @@ public enum ProcessRunner {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // Nothing else of ours: a socket the child (or a server it starts) inherited
+        // would stay open after we close it, and its peer would never see the end.
+        closeOtherDescriptors(&actions)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -54,7 +57,11 @@ public enum ProcessRunner {
         sigfillset(&allSignals)
         posix_spawnattr_setsigmask(&attributes, &noSignals)
         posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        #if canImport(Darwin)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_CLOEXEC_DEFAULT))
+        #else
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        #endif
 
         var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in cArguments { free(p) } }
@@ -82,4 +89,16 @@ public enum ProcessRunner {
             thread.start()
         }
     }
+}
+
+/// Adds "close every descriptor from 3 up" to `actions` where the C library offers it
+/// (glibc 2.34 and later; Swift's Glibc module does not import it, hence the lookup).
+/// On Darwin, `POSIX_SPAWN_CLOEXEC_DEFAULT` does the same.
+private func closeOtherDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    #if canImport(Glibc)
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return }
+    let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+    _ = closeFrom(&actions, 3)
+    #endif
 }
