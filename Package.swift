@@ -103,7 +103,7 @@ let package = Package(
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "CLibpq", "TestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["Redis", "CHiredis", "TestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "CHiredis", "IOLoop", "TestSupport"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [

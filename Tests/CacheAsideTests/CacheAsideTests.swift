@@ -42,7 +42,7 @@ import Testing
         let repo = fixture.repository(process, probe: probe, policy: CachePolicy(negativeTTL: .seconds(30)))
         do {
             #expect(try await repo.find(999) == nil)
-            _ = await eventually { try await fixture.rawRedis.get(try repo.cacheKey(for: 999).entryKey) != nil }
+            #expect(await eventually { try await fixture.cachedItem(try repo.cacheKey(for: 999).entryKey) != nil }, "the fill landed")
             for _ in 0..<20 { #expect(try await repo.find(999) == nil) }
             await withTaskGroup(of: Void.self) { group in
                 for _ in 0..<50 { group.addTask { _ = try? await repo.find(999) } }
@@ -64,7 +64,7 @@ import Testing
         let repo = fixture.repository(process)
         do {
             #expect(try await repo.find(7) == nil)
-            _ = await eventually { try await fixture.rawRedis.get(try repo.cacheKey(for: 7).entryKey) != nil }
+            #expect(await eventually { try await fixture.cachedItem(try repo.cacheKey(for: 7).entryKey) != nil }, "the fill landed")
             let table = fixture.table
             let id = try await repo.insert { tx in
                 try await tx.query("INSERT INTO \(table) (id, name) VALUES (7, 'seven') RETURNING id").first?
@@ -107,7 +107,7 @@ import Testing
         do {
             _ = try await repo.find(1)
             _ = try await repo.find(2)
-            _ = await eventually { try await fixture.rawRedis.get(try repo.cacheKey(for: 2).entryKey) != nil }
+            #expect(await eventually { try await fixture.cachedItem(try repo.cacheKey(for: 2).entryKey) != nil }, "the fill landed")
             let before = probe.totalLoads
             let found = try await repo.find(many: [1, 2, 3, 4, 5, 404, 3])
             #expect(found.count == 5)
@@ -267,13 +267,19 @@ import Testing
         let writes = SharedCounter()
         let slowest = Shared<(Duration, Duration)>((.zero, .zero))  // the slowest read, and when it began
         let table = fixture.table
-        let deadline = ContinuousClock.now + .seconds(3)
+        // The storm runs until it has done this much, however long that takes on a
+        // loaded machine; the deadline only keeps a broken build from hanging.
+        let targetReads = 2000, targetWrites = 200
+        let deadline = ContinuousClock.now + .seconds(120)
+        let done: @Sendable () -> Bool = {
+            (reads.count >= targetReads && writes.count >= targetWrites) || ContinuousClock.now >= deadline
+        }
 
         await withTaskGroup(of: Void.self) { group in
             for r in 0..<16 {
                 group.addTask {
                     let repo = repos[r % 2]
-                    while ContinuousClock.now < deadline {
+                    while !done() {
                         let id = Int64.random(in: 1...keyCount)
                         let floor = committed.withLock { $0[id] ?? 1 }
                         let readStart = ContinuousClock.now
@@ -299,7 +305,7 @@ import Testing
             for w in 0..<4 {
                 group.addTask {
                     let repo = repos[w % 2]
-                    while ContinuousClock.now < deadline {
+                    while writes.count < targetWrites && ContinuousClock.now < deadline {
                         let id = Int64.random(in: 1...keyCount)
                         do {
                             let version = try await repo.update(id) { tx in
@@ -317,13 +323,20 @@ import Testing
                 }
             }
         }
-        // Let fills that were sent without waiting land.
-        try await Task.sleep(for: .milliseconds(300))
+        // Fills sent without waiting land (or are refused) before their lease runs out:
+        // wait until no key holds a lease any more.
+        #expect(await eventually(timeout: .seconds(30)) {
+            for id in 1...keyCount {
+                let raw = try await fixture.rawRedis.get(try repos[0].cacheKey(for: id).entryKey)
+                if let raw, CacheMarks.isLease(raw) { return false }
+            }
+            return true
+        }, "every lease was filled, refused or expired")
 
         let problems = violations.withLock { $0 }
         #expect(problems.isEmpty, "\(problems.prefix(10))")
-        #expect(reads.count > 500)
-        #expect(writes.count > 50)
+        #expect(reads.count >= targetReads, "the storm ran out of time after \(reads.count) reads")
+        #expect(writes.count >= targetWrites, "the storm ran out of time after \(writes.count) writes")
         var stale: [String] = []
         var cachedCount = 0
         for id in 1...keyCount {
@@ -395,15 +408,17 @@ import Testing
         let instance = TestEnvironment.uniqueName("failopen")
         let urls = try await TestEnvironment.startPrivateInstance(instance)
         let fixture = try await Fixture.make(rows: 10)
-        let timeout = Duration.milliseconds(300)
-        let policy = CachePolicy(circuitBreaker: .init(failureThreshold: 2, coolDown: .milliseconds(500)))
+        // A long command timeout: with the breaker open, a read must not pay it (and a
+        // loaded machine cannot make a read that skips Redis take half of it).
+        let timeout = Duration.seconds(4)
+        let policy = CachePolicy(circuitBreaker: .init(failureThreshold: 2, coolDown: .seconds(5)))
         let process = try await Process.make(
             namespace: fixture.namespace, redisURL: urls.redisURL, redisCommandTimeout: timeout, policy: policy)
         let probe = LoadProbe()
         let repo = fixture.repository(process, probe: probe, policy: policy)
         do {
             #expect(try await repo.find(1)?.id == 1)
-            _ = await eventually { process.cache.statistics(keyspace: "item").fills == 1 }
+            #expect(await eventually { process.cache.statistics(keyspace: "item").fills == 1 }, "the fill landed")
             #expect(try await repo.find(1)?.id == 1)
             #expect(process.cache.statistics(keyspace: "item").hits == 1)
 
@@ -427,10 +442,10 @@ import Testing
             try await TestEnvironment.runDevServices(["start", "redis"], instance: instance)
             // Redis restarted empty here, so the queued invalidation lands on nothing; what
             // matters is that it is delivered and reads go back to the cache.
-            #expect(await eventually(timeout: .seconds(10)) { process.cache.pendingInvalidations == 0 })
+            #expect(await eventually(timeout: .seconds(30)) { process.cache.pendingInvalidations == 0 })
             #expect(try await repo.find(1)?.version == 9)
             let hitsBefore = process.cache.statistics(keyspace: "item").hits
-            #expect(await eventually(timeout: .seconds(10)) {
+            #expect(await eventually(timeout: .seconds(30)) {
                 _ = try? await repo.find(2)
                 return process.cache.statistics(keyspace: "item").hits > hitsBefore
             })
@@ -469,7 +484,7 @@ import Testing
             #expect(process.cache.pendingInvalidations == 1)
             #expect(try await repo.find(2)?.version == 2)  // this process skips the stale entry
             // After the pause, the retry deletes the stale entry.
-            #expect(await eventually(timeout: .seconds(10)) { process.cache.pendingInvalidations == 0 })
+            #expect(await eventually(timeout: .seconds(30)) { process.cache.pendingInvalidations == 0 })
             // Nothing filled it since (reads skipped the cache while the write was pending).
             #expect(try await entry(key, in: raw) == nil)
             #expect(process.cache.statistics(keyspace: "item").invalidationRetries >= 1)

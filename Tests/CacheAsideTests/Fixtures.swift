@@ -81,13 +81,17 @@ struct Process: Sendable {
 
     static func make(
         namespace: String, databaseURL: String? = nil, redisURL: String? = nil,
-        redisCommandTimeout: Duration = .seconds(1), policy: CachePolicy = .init()
+        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = .init()
     ) async throws -> Process {
+        // Timeouts far above what a step takes on a loaded machine, so that no test
+        // takes the fail-open path by accident; the failure tests set their own.
         var pgConfig = try PostgresConfiguration(url: try databaseURL ?? TestEnvironment.databaseURL())
         pgConfig.maxConnections = 8
+        pgConfig.connectTimeout = .seconds(60)
+        pgConfig.acquireTimeout = .seconds(60)
         var redisConfig = try RedisConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
         redisConfig.commandTimeout = redisCommandTimeout
-        redisConfig.connectTimeout = .milliseconds(500)
+        redisConfig.connectTimeout = min(redisCommandTimeout, .seconds(10))
         let postgres = PostgresClient(configuration: pgConfig)
         let redis = try RedisClient(configuration: redisConfig)
         let cache = try CacheAside(

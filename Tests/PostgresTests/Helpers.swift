@@ -7,8 +7,13 @@ import Testing
 /// Shared helpers for the Postgres tests: every test uses its own tables or schema, so
 /// they run in parallel on one database.
 enum PG {
+    /// The test server's configuration, with timeouts far above what any step takes on
+    /// a loaded machine: tests that are about a timeout set their own.
     static func configuration() throws -> PostgresConfiguration {
-        try PostgresConfiguration(url: try TestEnvironment.databaseURL())
+        var configuration = try PostgresConfiguration(url: try TestEnvironment.databaseURL())
+        configuration.connectTimeout = .seconds(60)
+        configuration.acquireTimeout = .seconds(60)
+        return configuration
     }
 
     static func connect() async throws -> PostgresConnection {
@@ -21,7 +26,7 @@ enum PG {
 
     /// Runs `body` with a client, then shuts it down (also when `body` throws).
     static func withClient<R>(
-        max: Int = 4, min: Int = 0, acquireTimeout: Duration = .seconds(5),
+        max: Int = 4, min: Int = 0, acquireTimeout: Duration = .seconds(60),
         _ body: (PostgresClient) async throws -> R
     ) async throws -> R {
         var config = try configuration()

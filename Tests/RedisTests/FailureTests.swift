@@ -33,6 +33,7 @@ import Testing
                 // GETs run until shortly after the kill (however long the script takes
                 // to kill the server on a loaded machine), at most 20 s.
                 let killMark = KillMark()
+                let answered = Flag()
                 let getters = (0..<8).map { _ in
                     Task { () -> (ok: Int, failed: [RedisError], slowest: Double) in
                         var ok = 0
@@ -42,7 +43,10 @@ import Testing
                               killMark.killed.map({ ContinuousClock.now - $0 < .milliseconds(700) }) ?? true {
                             let issued = ContinuousClock.now
                             do {
-                                if try await redis.getString("k") == "v" { ok += 1 }
+                                if try await redis.getString("k") == "v" {
+                                    ok += 1
+                                    answered.count.add(1, ordering: .relaxed)
+                                }
                             } catch let error as RedisError {
                                 failed.append(error)
                                 slowest = max(slowest, seconds(since: issued))
@@ -52,7 +56,13 @@ import Testing
                         return (ok, failed, slowest)
                     }
                 }
-                try await Task.sleep(for: .milliseconds(300))
+                // Kill once the GETs are flowing and both BLPOPs block on the server.
+                let ready = try await eventually(timeout: .seconds(30)) { () -> Bool? in
+                    guard answered.count.load(ordering: .relaxed) >= 10 else { return nil }
+                    let info = try await redis.send("INFO", "clients").string ?? ""
+                    return info.contains("blocked_clients:2") ? true : nil
+                }
+                try #require(ready == true, "the GETs and BLPOPs never got going")
                 let killed = ContinuousClock.now
                 try await TestEnvironment.runDevServices(["stop", "redis"], instance: instance)
                 killMark.mark()

@@ -1,3 +1,4 @@
+import Synchronization
 import Redis
 import TestSupport
 import Testing
@@ -80,8 +81,30 @@ func expectError<T>(
 }
 
 extension Array where Element == UInt8 {
+    /// `count` random bytes, eight at a time (a byte at a time took seconds of a
+    /// thread that runs tasks in a debug build, and held up other tests' replies).
     static func random(count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { raw in
+            var i = 0
+            while i < count {
+                var word = generator.next()
+                let n = Swift.min(8, count - i)
+                Swift.withUnsafeBytes(of: &word) { w in
+                    raw.baseAddress!.advanced(by: i).copyMemory(from: w.baseAddress!, byteCount: n)
+                }
+                i += n
+            }
+        }
+        return bytes
     }
+}
+
+/// A flag and a counter that concurrent test tasks share.
+final class Flag: Sendable {
+    let count = Atomic<Int>(0)
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
 }
