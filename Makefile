@@ -41,7 +41,7 @@ help:
 	@echo '  make build          swift build'
 	@echo '  make services-up    start throwaway servers: eval "$$(make -s services-up)"'
 	@echo '  make services-down  stop them and delete their data'
-	@echo '  make clean          services-down, and delete .build'
+	@echo '  make clean          stop every instance of this checkout (dev-services down --all), delete .build'
 	@echo
 	@echo 'test, demo and bench use DATABASE_URL and REDIS_URL instead when both are set.'
 	@echo 'SWIFT_TEST_FLAGS="..." passes flags to swift test (e.g. --filter Redis).'
@@ -98,5 +98,5 @@ bench: deps
 		scripts/with-services "$$bin/cache-bench" $(BENCH_ARGS)
 
 clean:
-	scripts/dev-services down
+	scripts/dev-services down --all
 	rm -rf .build
