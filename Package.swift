@@ -6,8 +6,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "CacheAside", targets: ["CacheAside"]),
-        .library(name: "Postgres", targets: ["Postgres"]),
-        .library(name: "Redis", targets: ["Redis"]),
+        .library(name: "CacheAsidePostgres", targets: ["CacheAsidePostgres"]),
+        .library(name: "CacheAsideRedis", targets: ["CacheAsideRedis"]),
         .library(name: "IOLoop", targets: ["IOLoop"]),
         .executable(name: "user-lookup", targets: ["UserLookup"]),
         .executable(name: "cache-bench", targets: ["CacheBench"]),
@@ -43,7 +43,7 @@ let package = Package(
             ]
         ),
         .target(
-            name: "Postgres",
+            name: "CacheAsidePostgres",
             dependencies: [
                 "CLibpq",
                 "IOLoop",
@@ -52,7 +52,7 @@ let package = Package(
             ]
         ),
         .target(
-            name: "Redis",
+            name: "CacheAsideRedis",
             dependencies: [
                 "CHiredis",
                 "IOLoop",
@@ -63,8 +63,8 @@ let package = Package(
         .target(
             name: "CacheAside",
             dependencies: [
-                "Postgres",
-                "Redis",
+                "CacheAsidePostgres",
+                "CacheAsideRedis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -73,8 +73,8 @@ let package = Package(
             name: "UserLookup",
             dependencies: [
                 "CacheAside",
-                "Postgres",
-                "Redis",
+                "CacheAsidePostgres",
+                "CacheAsideRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -83,8 +83,8 @@ let package = Package(
             name: "CacheBench",
             dependencies: [
                 "CacheAside",
-                "Postgres",
-                "Redis",
+                "CacheAsidePostgres",
+                "CacheAsideRedis",
                 "CLibpq",
                 "CHiredis",
                 "ProcessRunner",
@@ -102,12 +102,12 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "CLibpq", "TestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["Redis", "CHiredis", "IOLoop", "TestSupport"]),
+        .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "IOLoop", "TestSupport"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [
-                "CacheAside", "Postgres", "Redis", "TestSupport",
+                "CacheAside", "CacheAsidePostgres", "CacheAsideRedis", "TestSupport",
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),

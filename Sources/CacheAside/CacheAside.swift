@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 import Synchronization
 
 extension UUID: CacheIdentifier {
@@ -24,9 +24,9 @@ extension UUID: CacheIdentifier {
 /// timer `cache_aside_find_duration` (dimension `path`: `hit` or `miss`).
 public final class CacheAside: Sendable {
     /// The database every repository reads from and writes to.
-    public let postgres: PostgresClient
+    public let postgres: PGClient
     /// The shared cache.
-    public let redis: RedisClient
+    public let redis: RESPClient
     /// The prefix of every key this cache writes (`A-Z a-z 0-9 - . _`).
     public let namespace: String
     /// The policy of repositories that do not give their own.
@@ -54,8 +54,8 @@ public final class CacheAside: Sendable {
     /// - Throws: ``CacheError`` if the namespace is empty or uses other characters than
     ///   `A-Z a-z 0-9 - . _`.
     public init(
-        postgres: PostgresClient,
-        redis: RedisClient,
+        postgres: PGClient,
+        redis: RESPClient,
         namespace: String,
         defaultPolicy: CachePolicy = .default,
         codec: any CacheEntryCodec = JSONEntryCodec(),
@@ -161,6 +161,6 @@ final class KeyspaceState: Sendable {
 
 /// Whether an error means Redis is unreachable or too slow (what a breaker counts).
 func isUnavailability(_ error: any Error) -> Bool {
-    if let redisError = error as? RedisError { return redisError.isConnectionFailure }
+    if let redisError = error as? RESPError { return redisError.isConnectionFailure }
     return !(error is CancellationError)
 }

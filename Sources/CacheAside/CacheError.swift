@@ -1,5 +1,5 @@
 /// An error of the cache layer itself. Errors of the database travel unchanged (a
-/// `PostgresError`); Redis errors never reach a reader, since reads fail open.
+/// `PGError`); Redis errors never reach a reader, since reads fail open.
 public struct CacheError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of failure this is.
     public enum Kind: Sendable, Equatable {

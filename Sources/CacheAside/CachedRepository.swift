@@ -1,4 +1,4 @@
-import Postgres
+import CacheAsidePostgres
 
 /// A table's rows, read through the cache.
 ///
@@ -14,7 +14,7 @@ import Postgres
 ///     let cache: CacheAside
 ///     var keyspace: String { "user" }
 ///
-///     func load(_ id: Int64, on db: some PostgresQueryable) async throws -> User? {
+///     func load(_ id: Int64, on db: some PGQueryable) async throws -> User? {
 ///         try await db.query("SELECT id, name, email FROM users WHERE id = $1", [id])
 ///             .first?.decode(User.self)
 ///     }
@@ -37,11 +37,11 @@ public protocol CachedRepository<Entity>: Sendable {
     var policy: CachePolicy { get }
 
     /// Loads one row from the database, or `nil` if there is none.
-    func load(_ id: ID, on db: some PostgresQueryable) async throws -> Entity?
+    func load(_ id: ID, on db: some PGQueryable) async throws -> Entity?
 
     /// Loads many rows in one query (e.g. `WHERE id = ANY($1)`), keyed by id; ids
     /// without a row are left out. The default calls ``load(_:on:)`` once per id.
-    func load(many ids: [ID], on db: some PostgresQueryable) async throws -> [ID: Entity]
+    func load(many ids: [ID], on db: some PGQueryable) async throws -> [ID: Entity]
 }
 
 extension CachedRepository {
@@ -49,7 +49,7 @@ extension CachedRepository {
 
     public var policy: CachePolicy { cache.defaultPolicy }
 
-    public func load(many ids: [ID], on db: some PostgresQueryable) async throws -> [ID: Entity] {
+    public func load(many ids: [ID], on db: some PGQueryable) async throws -> [ID: Entity] {
         var result: [ID: Entity] = [:]
         for id in ids {
             if let entity = try await load(id, on: db) { result[id] = entity }
@@ -71,7 +71,7 @@ extension CachedRepository {
     /// cached as absent for the policy's negative TTL.
     ///
     /// If Redis fails or is slow, the read goes to the database and succeeds.
-    /// - Throws: the database's error (a `PostgresError`), or ``CacheError`` for a bad
+    /// - Throws: the database's error (a `PGError`), or ``CacheError`` for a bad
     ///   keyspace.
     public func find(_ id: ID) async throws -> Entity? {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
@@ -98,7 +98,7 @@ extension CachedRepository {
 
     /// Reads one row inside a write transaction: from the database (it sees the
     /// transaction's own changes), never from the cache, and it fills nothing.
-    public func find(_ id: ID, in transaction: PostgresTransaction) async throws -> Entity? {
+    public func find(_ id: ID, in transaction: PGTransaction) async throws -> Entity? {
         try await load(id, on: transaction)
     }
 
@@ -124,7 +124,7 @@ extension CachedRepository {
     @discardableResult
     public func write<Result: Sendable>(
         invalidating ids: [ID],
-        _ body: @Sendable (PostgresTransaction) async throws -> Result
+        _ body: @Sendable (PGTransaction) async throws -> Result
     ) async throws -> Result {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
         let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent) }
@@ -141,7 +141,7 @@ extension CachedRepository {
     /// read loads it.
     @discardableResult
     public func update<Result: Sendable>(
-        _ id: ID, _ body: @Sendable (PostgresTransaction) async throws -> Result
+        _ id: ID, _ body: @Sendable (PGTransaction) async throws -> Result
     ) async throws -> Result {
         try await write(invalidating: [id], body)
     }
@@ -150,7 +150,7 @@ extension CachedRepository {
     /// entry after the commit.
     @discardableResult
     public func delete<Result: Sendable>(
-        _ id: ID, _ body: @Sendable (PostgresTransaction) async throws -> Result
+        _ id: ID, _ body: @Sendable (PGTransaction) async throws -> Result
     ) async throws -> Result {
         try await write(invalidating: [id], body)
     }
@@ -159,7 +159,7 @@ extension CachedRepository {
     /// whose entry is invalidated after the commit, so that a cached "absent" never
     /// hides the new row.
     @discardableResult
-    public func insert(_ body: @Sendable (PostgresTransaction) async throws -> ID) async throws -> ID {
+    public func insert(_ body: @Sendable (PGTransaction) async throws -> ID) async throws -> ID {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
         let cache = self.cache
         return try await cache.postgres.withTransaction { transaction in

@@ -1,5 +1,5 @@
 import Logging
-import Redis
+import CacheAsideRedis
 import Synchronization
 
 /// Invalidations that could not reach Redis, retried in the background until they
@@ -27,12 +27,12 @@ final class InvalidationQueue: Sendable {
         var stopped = false
     }
 
-    private let redis: RedisClient
+    private let redis: RESPClient
     private let logger: Logger
     private let state = Mutex(State())
     private let size = Atomic<Int>(0)
 
-    init(redis: RedisClient, logger: Logger) {
+    init(redis: RESPClient, logger: Logger) {
         self.redis = redis
         self.logger = logger
     }
@@ -148,7 +148,7 @@ final class InvalidationQueue: Sendable {
 
 /// Sends invalidation commands in one pipeline; a refusal by the server (out of
 /// memory, say) counts as a failure to retry.
-func deliverInvalidationCommands(_ commands: [[[UInt8]]], redis: RedisClient) async throws {
+func deliverInvalidationCommands(_ commands: [[[UInt8]]], redis: RESPClient) async throws {
     let replies = try await redis.pipeline(commands)
     if let refused = replies.first(where: { $0.errorMessage != nil }) {
         throw CacheError(kind: .encoding, message: "Redis refused an invalidation: \(refused)")

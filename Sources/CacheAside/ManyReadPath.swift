@@ -1,6 +1,6 @@
 import Logging
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 
 /// One `find(many:)`: one MGET, leases for the misses (pipelined; in overlapped mode
 /// while one database load reads the rows), fills pipelined.
@@ -10,7 +10,7 @@ import Redis
 struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
     let cache: CacheAside
     let state: KeyspaceState
-    let loadMany: @Sendable ([ID], PostgresClient) async throws -> [ID: Entity]
+    let loadMany: @Sendable ([ID], PGClient) async throws -> [ID: Entity]
 
     private var counters: KeyspaceCounters { state.counters }
     private var policy: CachePolicy { state.policy }
@@ -115,7 +115,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
 
         // 5. Fills for the leased ids, in one pipeline, each only over its own lease.
         if !leased.isEmpty {
-            var fills: [(RedisScript, [String], [[UInt8]])] = []
+            var fills: [(RESPScript, [String], [[UInt8]])] = []
             for i in leased {
                 let value = loaded[ids[i]]
                 guard let encoded = try? cache.codec.encode(value.map(CacheEntry.present) ?? .absent) else { continue }
@@ -232,7 +232,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
 
     /// Runs scripts in one pipeline by SHA; scripts Redis does not know yet (after a
     /// restart or SCRIPT FLUSH) are sent again with their source.
-    private func runScripts(_ calls: [(RedisScript, [String], [[UInt8]])]) async throws -> [RESPValue] {
+    private func runScripts(_ calls: [(RESPScript, [String], [[UInt8]])]) async throws -> [RESPReply] {
         var replies = try await cache.redis.pipeline(calls.map { evalCommand($0.0, keys: $0.1, arguments: $0.2) })
         let unknown = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
         if !unknown.isEmpty {
@@ -246,7 +246,7 @@ struct ManyReadPath<ID: CacheIdentifier, Entity: Codable & Sendable>: Sendable {
 }
 
 /// An EVALSHA (or EVAL) command line for a pipeline.
-func evalCommand(_ script: RedisScript, keys: [String], arguments: [[UInt8]], withSource: Bool = false) -> [[UInt8]] {
+func evalCommand(_ script: RESPScript, keys: [String], arguments: [[UInt8]], withSource: Bool = false) -> [[UInt8]] {
     var command: [[UInt8]] = [
         Array((withSource ? "EVAL" : "EVALSHA").utf8),
         Array((withSource ? script.source : script.sha1).utf8),

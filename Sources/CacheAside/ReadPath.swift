@@ -1,7 +1,7 @@
 import Logging
 import Metrics
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 
 /// Random tokens (leases, tombstones): 128 bits, hex.
 func makeLeaseToken() -> [UInt8] {
@@ -28,7 +28,7 @@ let maximumFreshStarts = 3
 struct ReadPath<Entity: Codable & Sendable>: Sendable {
     let cache: CacheAside
     let state: KeyspaceState
-    let load: @Sendable (PostgresClient) async throws -> Entity?
+    let load: @Sendable (PGClient) async throws -> Entity?
 
     private var counters: KeyspaceCounters { state.counters }
     private var policy: CachePolicy { state.policy }

@@ -1,4 +1,4 @@
-import Redis
+import CacheAsideRedis
 
 /// What a key can hold besides an entry, and the Lua scripts that change it
 /// atomically.
@@ -51,7 +51,7 @@ enum CacheMarks {
     }
 
     /// Whether a reply to ``leaseCommand(key:saw:lease:ttl:)`` granted the lease.
-    static func granted(_ reply: RESPValue) -> Bool {
+    static func granted(_ reply: RESPReply) -> Bool {
         reply == .simpleString("OK") || reply.integer == 1
     }
 }
@@ -63,7 +63,7 @@ enum CacheScripts {
     /// reader's own lease.
     ///
     /// KEYS: the key. ARGV: the expected bytes, the new bytes, their TTL in milliseconds.
-    static let compareAndSet = RedisScript(source: """
+    static let compareAndSet = RESPScript(source: """
         if redis.call('GET', KEYS[1]) == ARGV[1] then
           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
           return 1
@@ -75,7 +75,7 @@ enum CacheScripts {
     /// an entry that failed to decode), so that anything written meanwhile survives.
     ///
     /// KEYS: the entry. ARGV: the bytes.
-    static let deleteIfEqual = RedisScript(source: """
+    static let deleteIfEqual = RESPScript(source: """
         if redis.call('GET', KEYS[1]) == ARGV[1] then
           return redis.call('DEL', KEYS[1])
         end

@@ -1,8 +1,8 @@
 import CacheAside
 import Foundation
 import Logging
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 import Synchronization
 
 /// A cached row of the benchmark's table.
@@ -25,7 +25,7 @@ struct BenchRepository: CachedRepository {
     let cache: CacheAside
     var keyspace: String { "bench-user" }
 
-    func load(_ id: Int64, on db: some PostgresQueryable) async throws -> BenchUser? {
+    func load(_ id: Int64, on db: some PGQueryable) async throws -> BenchUser? {
         try await db.query(selectSQL, [id]).first?.decode(BenchUser.self)
     }
 }
@@ -36,10 +36,10 @@ struct Bench: Sendable {
 
     func run() async throws -> [(String, Result)] {
         let logger = Logger(label: "cache-bench")
-        let pgConfig = try PostgresConfiguration(url: settings.databaseURL)
-        let redisConfig = try RedisConfiguration(url: settings.redisURL)
-        let postgres = PostgresClient(configuration: pgConfig, logger: logger)
-        let redis = try RedisClient(configuration: redisConfig, logger: logger)
+        let pgConfig = try PGConfiguration(url: settings.databaseURL)
+        let redisConfig = try RESPConfiguration(url: settings.redisURL)
+        let postgres = PGClient(configuration: pgConfig, logger: logger)
+        let redis = try RESPClient(configuration: redisConfig, logger: logger)
         let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "cache-bench", logger: logger)
         let repository = BenchRepository(cache: cache)
         defer {
@@ -172,7 +172,7 @@ struct Bench: Sendable {
         return results
     }
 
-    private func prepareTable(_ postgres: PostgresClient) async throws {
+    private func prepareTable(_ postgres: PGClient) async throws {
         try await postgres.execute("""
             CREATE TABLE IF NOT EXISTS \(benchTable) (
                 id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL UNIQUE,

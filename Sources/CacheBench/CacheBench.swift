@@ -3,8 +3,8 @@ import CacheAside
 import Foundation
 import Histogram
 import Logging
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 
 /// `cache-bench`: hit vs miss latency and throughput, with the raw C baselines they
 /// are built on, from one run on the same servers.

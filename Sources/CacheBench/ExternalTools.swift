@@ -1,6 +1,6 @@
 import Foundation
 import ProcessRunner
-import Redis
+import CacheAsideRedis
 
 /// The servers' own load tools, run by `cache-bench` against the same servers so that
 /// their figures come from the same run.
@@ -17,7 +17,7 @@ enum ExternalTools {
 
     /// `redis-benchmark -t get -c 50` on the same value as the other benchmarks.
     static func redisBenchmark(
-        config: RedisConfiguration, key: String, value: [UInt8], seconds: Double, redis: RedisClient
+        config: RESPConfiguration, key: String, value: [UInt8], seconds: Double, redis: RESPClient
     ) async throws -> Result? {
         guard let tool = which("redis-benchmark") else {
             progress("redis-benchmark not on PATH: skipping redis_benchmark_get_c50")

@@ -2,8 +2,8 @@ import ArgumentParser
 import CacheAside
 import Foundation
 import Logging
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 
 /// The demo: cache-aside at work on a `users` table.
 @main
@@ -59,8 +59,8 @@ struct UserLookup: AsyncParsableCommand {
         var logger = Logger(label: "user-lookup")
         logger.logLevel = verbose ? .warning : .critical
 
-        let postgres = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL), logger: logger)
-        let redis = try RedisClient(configuration: try RedisConfiguration(url: redisURL), logger: logger)
+        let postgres = PGClient(configuration: try PGConfiguration(url: databaseURL), logger: logger)
+        let redis = try RESPClient(configuration: try RESPConfiguration(url: redisURL), logger: logger)
         let cache = try CacheAside(postgres: postgres, redis: redis, namespace: namespace, logger: logger)
         let demo = Demo(postgres: postgres, cache: cache, repository: UserRepository(cache: cache), logger: logger)
         do {
@@ -79,7 +79,7 @@ struct UserLookup: AsyncParsableCommand {
 
 /// The demo's steps.
 struct Demo {
-    let postgres: PostgresClient
+    let postgres: PGClient
     let cache: CacheAside
     let repository: UserRepository
     let logger: Logger
@@ -88,7 +88,7 @@ struct Demo {
         say("swift-cache-aside demo: users from PostgreSQL, through Redis\n")
 
         // 1. Schema.
-        let migrator = try PostgresMigrator(client: postgres, directory: URL(fileURLWithPath: migrations), logger: logger)
+        let migrator = try PGMigrator(client: postgres, directory: URL(fileURLWithPath: migrations), logger: logger)
         let applied = try await migrator.migrate()
         say(applied.isEmpty ? "migrations: up to date" : "migrations: applied \(applied.map(String.init).joined(separator: ", "))")
 

@@ -1,7 +1,7 @@
 @testable import CacheAside
 import Foundation
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 import Synchronization
 import TestSupport
 import Testing
@@ -468,7 +468,7 @@ import Testing
             invalidationRetryDelay: .milliseconds(50), invalidationRetryMaxDelay: .milliseconds(200))
         let process = try await Process.make(
             namespace: fixture.namespace, redisURL: urls.redisURL, redisCommandTimeout: .milliseconds(300), policy: policy)
-        let raw = try RedisClient(configuration: try RedisConfiguration(url: urls.redisURL))
+        let raw = try RESPClient(configuration: try RESPConfiguration(url: urls.redisURL))
         let repo = fixture.repository(process, policy: policy)
         do {
             #expect(try await repo.find(2)?.version == 1)

@@ -1,8 +1,8 @@
 @testable import CacheAside
 import Foundation
 import Logging
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 import Synchronization
 import TestSupport
 import Testing
@@ -40,14 +40,14 @@ struct ItemRepository: CachedRepository {
     var policy: CachePolicy
     var keyspace: String { "item" }
 
-    func load(_ id: Int64, on db: some PostgresQueryable) async throws -> Item? {
+    func load(_ id: Int64, on db: some PGQueryable) async throws -> Item? {
         probe.record(id)
         let item = try await db.query("SELECT id, name, version FROM \(table) WHERE id = $1", [id]).first?.decode(Item.self)
         await probe.pass(id, item)
         return item
     }
 
-    func load(many ids: [Int64], on db: some PostgresQueryable) async throws -> [Int64: Item] {
+    func load(many ids: [Int64], on db: some PGQueryable) async throws -> [Int64: Item] {
         probe.recordMany()
         for id in ids { probe.record(id) }
         let rows = try await db.query("SELECT id, name, version FROM \(table) WHERE id = ANY($1)", [ids])
@@ -68,15 +68,15 @@ struct NamedRepository: CachedRepository {
         var payload: String
     }
 
-    func load(_ id: String, on db: some PostgresQueryable) async throws -> Named? {
+    func load(_ id: String, on db: some PGQueryable) async throws -> Named? {
         try await db.query("SELECT name, payload FROM \(table) WHERE name = $1", [id]).first?.decode(Named.self)
     }
 }
 
 /// One "process": its own clients and runtime (own single-flight table and breaker).
 struct Process: Sendable {
-    let postgres: PostgresClient
-    let redis: RedisClient
+    let postgres: PGClient
+    let redis: RESPClient
     let cache: CacheAside
 
     static func make(
@@ -85,15 +85,15 @@ struct Process: Sendable {
     ) async throws -> Process {
         // Timeouts far above what a step takes on a loaded machine, so that no test
         // takes the fail-open path by accident; the failure tests set their own.
-        var pgConfig = try PostgresConfiguration(url: try databaseURL ?? TestEnvironment.databaseURL())
+        var pgConfig = try PGConfiguration(url: try databaseURL ?? TestEnvironment.databaseURL())
         pgConfig.maxConnections = 8
         pgConfig.connectTimeout = .seconds(60)
         pgConfig.acquireTimeout = .seconds(60)
-        var redisConfig = try RedisConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
+        var redisConfig = try RESPConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
         redisConfig.commandTimeout = redisCommandTimeout
         redisConfig.connectTimeout = min(redisCommandTimeout, .seconds(10))
-        let postgres = PostgresClient(configuration: pgConfig)
-        let redis = try RedisClient(configuration: redisConfig)
+        let postgres = PGClient(configuration: pgConfig)
+        let redis = try RESPClient(configuration: redisConfig)
         let cache = try CacheAside(
             postgres: postgres, redis: redis, namespace: namespace, defaultPolicy: policy,
             logger: Logger(label: "cache-aside-tests"))
@@ -111,14 +111,14 @@ struct Process: Sendable {
 struct Fixture: Sendable {
     let table: String
     let namespace: String
-    let admin: PostgresClient
-    let rawRedis: RedisClient
+    let admin: PGClient
+    let rawRedis: RESPClient
 
     static func make(rows: Int = 0) async throws -> Fixture {
         let table = TestEnvironment.uniqueName("items")
         let namespace = TestEnvironment.uniqueName("ns")
-        let admin = PostgresClient(configuration: try PostgresConfiguration(url: try TestEnvironment.databaseURL()))
-        let rawRedis = try RedisClient(configuration: try RedisConfiguration(url: try TestEnvironment.redisURL()))
+        let admin = PGClient(configuration: try PGConfiguration(url: try TestEnvironment.databaseURL()))
+        let rawRedis = try RESPClient(configuration: try RESPConfiguration(url: try TestEnvironment.redisURL()))
         try await admin.execute("CREATE TABLE \(table) (id bigint PRIMARY KEY, name text NOT NULL, version bigint NOT NULL DEFAULT 1)")
         if rows > 0 {
             try await admin.execute(
@@ -167,7 +167,7 @@ struct Fixture: Sendable {
 }
 
 /// The entry under `key` in `redis`: nil for no key, a lease or a tombstone.
-func entry(_ key: String, in redis: RedisClient) async throws -> CacheEntry<Item>? {
+func entry(_ key: String, in redis: RESPClient) async throws -> CacheEntry<Item>? {
     guard let bytes = try await redis.get(key) else { return nil }
     if CacheMarks.isTombstone(bytes) || CacheMarks.isLease(bytes) { return nil }
     return try JSONEntryCodec().decode(Item.self, from: bytes)

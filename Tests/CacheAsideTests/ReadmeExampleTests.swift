@@ -2,8 +2,8 @@
 // wrong. Keep the two in step (the code between the markers is copied verbatim).
 import CacheAside
 import Foundation
-import Postgres
-import Redis
+import CacheAsidePostgres
+import CacheAsideRedis
 import TestSupport
 import Testing
 
@@ -19,21 +19,21 @@ struct UserRepository: CachedRepository {
     var keyspace: String { "user" }
     var schemaVersion: Int { 1 }  // bump when User's shape changes
 
-    func load(_ id: Int64, on db: some PostgresQueryable) async throws -> User? {
+    func load(_ id: Int64, on db: some PGQueryable) async throws -> User? {
         try await db.query("SELECT id, name, email FROM users WHERE id = $1", [id]).first?.decode(User.self)
     }
 
-    func load(many ids: [Int64], on db: some PostgresQueryable) async throws -> [Int64: User] {
+    func load(many ids: [Int64], on db: some PGQueryable) async throws -> [Int64: User] {
         let rows = try await db.query("SELECT id, name, email FROM users WHERE id = ANY($1)", [ids])
         return Dictionary(uniqueKeysWithValues: try rows.decode(User.self).map { ($0.id, $0) })
     }
 }
 
 func example(databaseURL: String, redisURL: String) async throws {
-    let postgres = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL))
-    var redisConfiguration = try RedisConfiguration(url: redisURL)
+    let postgres = PGClient(configuration: try PGConfiguration(url: databaseURL))
+    var redisConfiguration = try RESPConfiguration(url: redisURL)
     redisConfiguration.commandTimeout = .milliseconds(250)  // a slow Redis costs at most this
-    let redis = try RedisClient(configuration: redisConfiguration)
+    let redis = try RESPClient(configuration: redisConfiguration)
     let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "myapp")
     let users = UserRepository(cache: cache)
 
@@ -55,7 +55,7 @@ func example(databaseURL: String, redisURL: String) async throws {
         let url = try TestEnvironment.databaseURL()
         // The example uses a table named `users`: give it one of its own in a schema.
         let schema = TestEnvironment.uniqueName("readme")
-        let admin = PostgresClient(configuration: try PostgresConfiguration(url: url))
+        let admin = PGClient(configuration: try PGConfiguration(url: url))
         try await admin.execute("CREATE SCHEMA \(schema)")
         try await admin.execute("CREATE TABLE \(schema).users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL)")
         try await admin.execute("INSERT INTO \(schema).users VALUES (42, 'Grace', 'g@example.com'), (1, 'One', 'one@example.com')")

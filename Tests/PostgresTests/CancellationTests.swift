@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -16,7 +16,7 @@ import Testing
         // Long before the statement would have ended on its own.
         let elapsed = ContinuousClock.now - start
         #expect(elapsed < .seconds(30))
-        let error = try #require(throws: PostgresError.self) { try result.get() }
+        let error = try #require(throws: PGError.self) { try result.get() }
         #expect(error.kind == .cancelled)
         #expect(error.sqlState == "57014")
         #expect(error.isCancellation)
@@ -51,7 +51,7 @@ import Testing
             withUnsafeCurrentTask { $0?.cancel() }
             return try await conn.execute("INSERT INTO \(table) VALUES (1)")
         }
-        let error = try await #require(throws: PostgresError.self) { _ = try await task.value }
+        let error = try await #require(throws: PGError.self) { _ = try await task.value }
         #expect(error.kind == .cancelled)
         // The server never saw the statement: the table is still empty.
         #expect(try await conn.query("SELECT count(*)::int8 AS n FROM \(table)")[0].decode(Int64.self, column: "n") == 0)
@@ -61,7 +61,7 @@ import Testing
         let conn = try await PG.connect()
         defer { conn.close() }
         try await conn.execute("SET statement_timeout = 100")
-        let error = try await #require(throws: PostgresError.self) { _ = try await conn.query("SELECT pg_sleep(2)") }
+        let error = try await #require(throws: PGError.self) { _ = try await conn.query("SELECT pg_sleep(2)") }
         #expect(error.kind == .query)
         #expect(error.sqlState == "57014")
     }

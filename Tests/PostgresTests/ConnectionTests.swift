@@ -1,6 +1,6 @@
 import CLibpq
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -29,7 +29,7 @@ import Testing
         let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
             for _ in 0..<20 {
                 group.addTask {
-                    let conn = try await PostgresConnection.connect(configuration: byName)
+                    let conn = try await PGConnection.connect(configuration: byName)
                     defer { conn.close() }
                     return try await conn.query("SELECT pg_backend_pid()::int4 AS pid")[0].decode(Int32.self, column: "pid")
                 }
@@ -74,7 +74,7 @@ import Testing
     @Test func aClosedConnectionRefusesStatements() async throws {
         let conn = try await PG.connect()
         conn.close()
-        let error = try await #require(throws: PostgresError.self) { _ = try await conn.query("SELECT 1") }
+        let error = try await #require(throws: PGError.self) { _ = try await conn.query("SELECT 1") }
         #expect(error.kind == .closed)
         #expect(conn.isClosed)
     }
@@ -88,7 +88,7 @@ import Testing
         // The loop notices the idle connection closing.
         for _ in 0..<200 where !victim.isClosed { try await Task.sleep(for: .milliseconds(10)) }
         #expect(victim.isClosed)
-        let error = try await #require(throws: PostgresError.self) { _ = try await victim.query("SELECT 1") }
+        let error = try await #require(throws: PGError.self) { _ = try await victim.query("SELECT 1") }
         #expect(error.kind == .connection)
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -21,7 +21,7 @@ import Testing
 
     @Test func syntaxErrorsCarryTheirSQLState() async throws {
         try await PG.withClient { client in
-            let error = try await #require(throws: PostgresError.self) { _ = try await client.query("SELEC 1") }
+            let error = try await #require(throws: PGError.self) { _ = try await client.query("SELEC 1") }
             #expect(error.kind == .query)
             #expect(error.sqlState == "42601")
             #expect(error.isSyntaxError)
@@ -37,7 +37,7 @@ import Testing
             let table = TestEnvironment.uniqueName("uniq")
             try await client.execute("CREATE TABLE \(table) (id int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email text NOT NULL CONSTRAINT \(table)_email_key UNIQUE)")
             try await client.execute("INSERT INTO \(table) (email) VALUES ($1)", ["a@example.com"])
-            let error = try await #require(throws: PostgresError.self) {
+            let error = try await #require(throws: PGError.self) {
                 try await client.execute("INSERT INTO \(table) (email) VALUES ($1)", ["a@example.com"])
             }
             #expect(error.kind == .query)
@@ -54,16 +54,16 @@ import Testing
         var config = try PG.configuration()
         let wrong = "Wr0ng-Pa55-\(UUID().uuidString.prefix(8))"
         config.password = wrong
-        let error = try await #require(throws: PostgresError.self) {
-            _ = try await PostgresConnection.connect(configuration: config)
+        let error = try await #require(throws: PGError.self) {
+            _ = try await PGConnection.connect(configuration: config)
         }
         #expect(error.kind == .authentication)
         #expect(error.message.contains("password authentication failed"))
         #expect(!error.description.contains(wrong))
         #expect(!"\(error)".contains(wrong))
         // Through the pool: the caller gets the authentication error, not a timeout.
-        let client = PostgresClient(configuration: config)
-        let pooled = try await #require(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
+        let client = PGClient(configuration: config)
+        let pooled = try await #require(throws: PGError.self) { _ = try await client.query("SELECT 1") }
         #expect(pooled.kind == .authentication)
         #expect(!pooled.description.contains(wrong))
         await client.shutdown()
@@ -73,8 +73,8 @@ import Testing
         var config = try PG.configuration()
         config.host = "127.0.0.1"
         config.port = 1  // nothing listens there
-        let error = try await #require(throws: PostgresError.self) {
-            _ = try await PostgresConnection.connect(configuration: config)
+        let error = try await #require(throws: PGError.self) {
+            _ = try await PGConnection.connect(configuration: config)
         }
         #expect(error.kind == .connection)
         #expect(!error.description.contains(try PG.password()))

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -9,15 +9,15 @@ import Testing
 enum PG {
     /// The test server's configuration, with timeouts far above what any step takes on
     /// a loaded machine: tests that are about a timeout set their own.
-    static func configuration() throws -> PostgresConfiguration {
-        var configuration = try PostgresConfiguration(url: try TestEnvironment.databaseURL())
+    static func configuration() throws -> PGConfiguration {
+        var configuration = try PGConfiguration(url: try TestEnvironment.databaseURL())
         configuration.connectTimeout = .seconds(60)
         configuration.acquireTimeout = .seconds(60)
         return configuration
     }
 
-    static func connect() async throws -> PostgresConnection {
-        try await PostgresConnection.connect(configuration: try configuration())
+    static func connect() async throws -> PGConnection {
+        try await PGConnection.connect(configuration: try configuration())
     }
 
     static func password() throws -> String {
@@ -27,13 +27,13 @@ enum PG {
     /// Runs `body` with a client, then shuts it down (also when `body` throws).
     static func withClient<R>(
         max: Int = 4, min: Int = 0, acquireTimeout: Duration = .seconds(60),
-        _ body: (PostgresClient) async throws -> R
+        _ body: (PGClient) async throws -> R
     ) async throws -> R {
         var config = try configuration()
         config.maxConnections = max
         config.minConnections = min
         config.acquireTimeout = acquireTimeout
-        let client = PostgresClient(configuration: config)
+        let client = PGClient(configuration: config)
         do {
             let result = try await body(client)
             await client.shutdown()

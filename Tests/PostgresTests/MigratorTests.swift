@@ -1,11 +1,11 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
 @Suite struct MigratorTests {
     let migrations = [
-        PostgresMigration(version: 1, name: "0001_users.sql", sql: """
+        PGMigration(version: 1, name: "0001_users.sql", sql: """
             CREATE TABLE users (
                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 name text NOT NULL,
@@ -13,14 +13,14 @@ import Testing
                 updated_at timestamptz NOT NULL DEFAULT now()
             );
             """),
-        PostgresMigration(version: 2, name: "0002_orders.sql", sql: """
+        PGMigration(version: 2, name: "0002_orders.sql", sql: """
             CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users(id));
             CREATE INDEX orders_user_id ON orders (user_id);
             """),
-        PostgresMigration(version: 10, name: "0010_seed.sql", sql: "INSERT INTO users (name, email) VALUES ('seed', 'seed@example.com');"),
+        PGMigration(version: 10, name: "0010_seed.sql", sql: "INSERT INTO users (name, email) VALUES ('seed', 'seed@example.com');"),
     ]
 
-    func dropSchema(_ schema: String, _ client: PostgresClient) async {
+    func dropSchema(_ schema: String, _ client: PGClient) async {
         _ = try? await client.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
     }
 
@@ -28,8 +28,8 @@ import Testing
         try await PG.withClient(max: 6) { client in
             let schema = TestEnvironment.uniqueName("mig")
             defer { Task { await PG.cleanup(schema: schema) } }
-            let a = try PostgresMigrator(client: client, migrations: migrations.reversed(), schema: schema)
-            let b = try PostgresMigrator(client: client, migrations: migrations, schema: schema)
+            let a = try PGMigrator(client: client, migrations: migrations.reversed(), schema: schema)
+            let b = try PGMigrator(client: client, migrations: migrations, schema: schema)
             async let appliedA = a.migrate()
             async let appliedB = b.migrate()
             let (ra, rb) = try await (appliedA, appliedB)
@@ -48,12 +48,12 @@ import Testing
     @Test func anEditedAppliedMigrationIsRefused() async throws {
         try await PG.withClient { client in
             let schema = TestEnvironment.uniqueName("mig")
-            let first = try PostgresMigrator(client: client, migrations: Array(migrations.prefix(2)), schema: schema)
+            let first = try PGMigrator(client: client, migrations: Array(migrations.prefix(2)), schema: schema)
             #expect(try await first.migrate() == [1, 2])
             var edited = migrations
             edited[1].sql += "\nALTER TABLE orders ADD COLUMN total numeric;"
-            let second = try PostgresMigrator(client: client, migrations: edited, schema: schema)
-            let error = try await #require(throws: PostgresError.self) { try await second.migrate() }
+            let second = try PGMigrator(client: client, migrations: edited, schema: schema)
+            let error = try await #require(throws: PGError.self) { try await second.migrate() }
             #expect(error.kind == .migration)
             #expect(error.message.contains("0002_orders.sql"))
             #expect(error.message.contains("edited"))
@@ -66,9 +66,9 @@ import Testing
     @Test func aFailingMigrationRollsBackAndNamesItsFile() async throws {
         try await PG.withClient { client in
             let schema = TestEnvironment.uniqueName("mig")
-            let broken = [migrations[0], PostgresMigration(version: 2, name: "0002_broken.sql", sql: "CREATE TABLE t2 (id int); SELEC 1;")]
-            let migrator = try PostgresMigrator(client: client, migrations: broken, schema: schema)
-            let error = try await #require(throws: PostgresError.self) { try await migrator.migrate() }
+            let broken = [migrations[0], PGMigration(version: 2, name: "0002_broken.sql", sql: "CREATE TABLE t2 (id int); SELEC 1;")]
+            let migrator = try PGMigrator(client: client, migrations: broken, schema: schema)
+            let error = try await #require(throws: PGError.self) { try await migrator.migrate() }
             #expect(error.sqlState == "42601")
             #expect(error.message.contains("0002_broken.sql"))
             #expect(try await migrator.appliedMigrations().map(\.version) == [1])
@@ -85,16 +85,16 @@ import Testing
         try "CREATE TABLE b (id int);".write(to: dir.appendingPathComponent("0002_b.sql"), atomically: true, encoding: .utf8)
         try "CREATE TABLE a (id int);".write(to: dir.appendingPathComponent("0001_a.sql"), atomically: true, encoding: .utf8)
         try "notes".write(to: dir.appendingPathComponent("README.md"), atomically: true, encoding: .utf8)
-        let loaded = try PostgresMigrator.load(directory: dir)
+        let loaded = try PGMigrator.load(directory: dir)
         #expect(loaded.map(\.version) == [1, 2])
         #expect(loaded.map(\.name) == ["0001_a.sql", "0002_b.sql"])
         try "x".write(to: dir.appendingPathComponent("latest.sql"), atomically: true, encoding: .utf8)
-        let error = try #require(throws: PostgresError.self) { _ = try PostgresMigrator.load(directory: dir) }
+        let error = try #require(throws: PGError.self) { _ = try PGMigrator.load(directory: dir) }
         #expect(error.message.contains("latest.sql"))
         try FileManager.default.removeItem(at: dir.appendingPathComponent("latest.sql"))
         try await PG.withClient { client in
             let schema = TestEnvironment.uniqueName("mig")
-            let migrator = try PostgresMigrator(client: client, directory: dir, schema: schema)
+            let migrator = try PGMigrator(client: client, directory: dir, schema: schema)
             #expect(try await migrator.migrate() == [1, 2])
             await dropSchema(schema, client)
         }
@@ -102,11 +102,11 @@ import Testing
 
     @Test func theRepositorysMigrationsApply() async throws {
         let dir = TestEnvironment.repositoryRoot.appendingPathComponent("Migrations")
-        let files = try PostgresMigrator.load(directory: dir)
+        let files = try PGMigrator.load(directory: dir)
         try #require(!files.isEmpty, "no migrations in \(dir.path)")
         try await PG.withClient { client in
             let schema = TestEnvironment.uniqueName("repo_mig")
-            let migrator = try PostgresMigrator(client: client, migrations: files, schema: schema)
+            let migrator = try PGMigrator(client: client, migrations: files, schema: schema)
             #expect(try await migrator.migrate() == files.map(\.version))
             await dropSchema(schema, client)
         }

@@ -1,4 +1,4 @@
-@testable import Postgres
+@testable import CacheAsidePostgres
 import Testing
 
 /// A clock the tests move by hand.

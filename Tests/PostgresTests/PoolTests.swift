@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -53,7 +53,7 @@ import Testing
             for _ in 0..<500 where client.statistics.leased == 0 { try await Task.sleep(for: .milliseconds(10)) }
             try #require(client.statistics.leased == 1, "\(client.statistics)")
             let start = ContinuousClock.now
-            let error = try await #require(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
+            let error = try await #require(throws: PGError.self) { _ = try await client.query("SELECT 1") }
             let waited = ContinuousClock.now - start
             #expect(error.kind == .timeout)
             #expect(error.message.contains("waiting for a connection"))
@@ -68,7 +68,7 @@ import Testing
     @Test func shutdownWaitsForStatementsInFlightThenRefuses() async throws {
         var config = try PG.configuration()
         config.maxConnections = 2
-        let client = PostgresClient(configuration: config)
+        let client = PGClient(configuration: config)
         let running = Task { try await client.query("SELECT pg_sleep(2), 42::int8 AS answer") }
         // Wait until the statement holds a connection (connecting may take a while),
         // then shut down while it runs (it runs for 2 s).
@@ -78,7 +78,7 @@ import Testing
         await client.shutdown()
         #expect(ContinuousClock.now - start >= .milliseconds(300), "shutdown waited for the statement in flight")
         #expect(try await running.value[0].decode(Int64.self, column: "answer") == 42)
-        let error = try await #require(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
+        let error = try await #require(throws: PGError.self) { _ = try await client.query("SELECT 1") }
         #expect(error.kind == .closed)
         #expect(client.statistics == .init(idle: 0, leased: 0, connecting: 0, waiting: 0))
     }
@@ -87,7 +87,7 @@ import Testing
         var config = try PG.configuration()
         config.minConnections = 2
         config.maxConnections = 3
-        let client = PostgresClient(configuration: config)
+        let client = PGClient(configuration: config)
         let runner = Task { await client.run() }
         var opened = false
         for _ in 0..<500 where !opened {
@@ -98,13 +98,13 @@ import Testing
         runner.cancel()
         await runner.value
         #expect(client.statistics.idle == 0)
-        await #expect(throws: PostgresError.self) { _ = try await client.query("SELECT 1") }
+        await #expect(throws: PGError.self) { _ = try await client.query("SELECT 1") }
     }
 
     @Test func theStatementCacheIsBoundedAndDeallocatesWhatItEvicts() async throws {
         var config = try PG.configuration()
         config.statementCacheCapacity = 2
-        let conn = try await PostgresConnection.connect(configuration: config)
+        let conn = try await PGConnection.connect(configuration: config)
         defer { conn.close() }
         let statements = (1...4).map { "SELECT $1::int8 + \($0) AS v" }
         for round in 0..<3 {

@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -26,10 +26,10 @@ import Testing
     }
 
     func exercise(url: String, instance: String) async throws {
-        var config = try PostgresConfiguration(url: url)
+        var config = try PGConfiguration(url: url)
         config.maxConnections = 3
         config.acquireTimeout = .seconds(10)
-        let client = PostgresClient(configuration: config)
+        let client = PGClient(configuration: config)
         do {
             // Warm: three connections open and idle.
             try await withThrowingTaskGroup(of: Void.self) { group in

@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import Synchronization
 import TestSupport
 import Testing
@@ -13,7 +13,7 @@ final class Flag: Sendable {
 }
 
 @Suite struct TransactionTests {
-    func withTable(_ body: (PostgresClient, String) async throws -> Void) async throws {
+    func withTable(_ body: (PGClient, String) async throws -> Void) async throws {
         try await PG.withClient(max: 2) { client in
             let table = TestEnvironment.uniqueName("tx")
             try await client.execute("CREATE TABLE \(table) (id int8 PRIMARY KEY, name text NOT NULL)")
@@ -27,7 +27,7 @@ final class Flag: Sendable {
         }
     }
 
-    func count(_ client: PostgresClient, _ table: String) async throws -> Int {
+    func count(_ client: PGClient, _ table: String) async throws -> Int {
         try await client.query("SELECT count(*) AS n FROM \(table)")[0].decode(Int.self, column: "n")
     }
 
@@ -62,16 +62,16 @@ final class Flag: Sendable {
             #expect(!ran.isSet)
             #expect(try await count(client, table) == 0)
             // The transaction can't be used after its body.
-            var escaped: PostgresTransaction?
+            var escaped: PGTransaction?
             try await client.withTransaction { tx in escaped = tx }
-            await #expect(throws: PostgresError.self) { try await escaped?.execute("SELECT 1") }
+            await #expect(throws: PGError.self) { try await escaped?.execute("SELECT 1") }
         }
     }
 
     @Test func aSwallowedStatementErrorMakesCommitThrow() async throws {
         try await withTable { client, table in
             let ran = Flag()
-            let error = try await #require(throws: PostgresError.self) {
+            let error = try await #require(throws: PGError.self) {
                 try await client.withTransaction { tx in
                     try await tx.execute("INSERT INTO \(table) VALUES ($1, $2)", [Int64(1), "a"])
                     tx.afterCommit { ran.set() }
@@ -97,7 +97,7 @@ final class Flag: Sendable {
             try await PG.waitUntilRunning(sleep)
             task.cancel()
             let result = await task.result
-            #expect(throws: PostgresError.self) { try result.get() }
+            #expect(throws: PGError.self) { try result.get() }
             #expect(try await count(client, table) == 0)
             // The pool still works, on a clean connection.
             #expect(try await client.query("SELECT 1 AS one")[0].decode(Int.self, at: 0) == 1)

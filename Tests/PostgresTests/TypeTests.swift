@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+import CacheAsidePostgres
 import TestSupport
 import Testing
 
@@ -11,7 +11,7 @@ struct Preferences: Codable, Equatable, Sendable {
 
 @Suite struct TypeTests {
     /// Binds `value` as $1 and reads it back through `SELECT $1` (typed by the parameter).
-    func roundTrip<T: PostgresEncodable & PostgresDecodable>(_ value: T, cast: String = "", on conn: PostgresConnection) async throws -> T {
+    func roundTrip<T: PGEncodable & PGDecodable>(_ value: T, cast: String = "", on conn: PGConnection) async throws -> T {
         let rows = try await conn.query("SELECT $1\(cast) AS v", [value])
         return try rows[0].decode(T.self, column: "v")
     }
@@ -44,7 +44,7 @@ struct Preferences: Codable, Equatable, Sendable {
         let rows = try await conn.query("SELECT $1::uuid AS u, $2::int4 + 1 AS n", [uuid.uuidString, "41"])
         #expect(try rows[0].decode(UUID.self, column: "u") == uuid)
         #expect(try rows[0].decode(Int.self, column: "n") == 42)
-        let nul = try await #require(throws: PostgresError.self) { _ = try await conn.query("SELECT $1::text", ["a\u{0}b"]) }
+        let nul = try await #require(throws: PGError.self) { _ = try await conn.query("SELECT $1::text", ["a\u{0}b"]) }
         #expect(nul.kind == .encoding)
     }
 
@@ -85,7 +85,7 @@ struct Preferences: Codable, Equatable, Sendable {
         #expect(try rows[0].decode(Int64?.self, column: "a") == nil)
         #expect(try rows[0].decode(String?.self, column: "b") == "x")
         #expect(try rows[0].decode(UUID?.self, column: "c") == nil)
-        let error = try #require(throws: PostgresError.self) { _ = try rows[0].decode(Int64.self, column: "a") }
+        let error = try #require(throws: PGError.self) { _ = try rows[0].decode(Int64.self, column: "a") }
         #expect(error.kind == .decoding)
         #expect(error.column == "a")
         #expect(error.message.contains("NULL"))
@@ -110,7 +110,7 @@ struct Preferences: Codable, Equatable, Sendable {
         #expect(try found.map { try $0.decode(Int64.self, column: "id") } == [2, 5])
         let byName = try await conn.query("SELECT id FROM \(table) WHERE name = ANY($1) ORDER BY id", [["n7", "n9", "zz"]])
         #expect(try byName.map { try $0.decode(Int.self, at: 0) } == [7, 9])
-        let withNull = try await #require(throws: PostgresError.self) {
+        let withNull = try await #require(throws: PGError.self) {
             _ = try await conn.query("SELECT ARRAY[1, NULL]::int8[] AS a").first?.decode([Int64].self, column: "a")
         }
         #expect(withNull.kind == .decoding && withNull.column == "a")
@@ -120,10 +120,10 @@ struct Preferences: Codable, Equatable, Sendable {
         let conn = try await PG.connect()
         defer { conn.close() }
         let prefs = Preferences(theme: "dark ☾", tags: ["a", "b"], limit: nil)
-        #expect(try await roundTrip(PostgresJSON(prefs), on: conn).value == prefs)
-        let rows = try await conn.query("SELECT $1::jsonb ->> 'theme' AS theme, $1::json AS j", [PostgresJSON(prefs)])
+        #expect(try await roundTrip(PGJSON(prefs), on: conn).value == prefs)
+        let rows = try await conn.query("SELECT $1::jsonb ->> 'theme' AS theme, $1::json AS j", [PGJSON(prefs)])
         #expect(try rows[0].decode(String.self, column: "theme") == "dark ☾")
-        #expect(try rows[0].decode(PostgresJSON<Preferences>.self, column: "j").value == prefs)
+        #expect(try rows[0].decode(PGJSON<Preferences>.self, column: "j").value == prefs)
     }
 
     @Test func numericAndTextLikeColumnsDecode() async throws {
@@ -169,26 +169,26 @@ struct Preferences: Codable, Equatable, Sendable {
         #expect(camel?.id == 1)
 
         // A missing column, a NULL into a non-optional, a type mismatch: errors naming the column.
-        let missing = try await #require(throws: PostgresError.self) {
+        let missing = try await #require(throws: PGError.self) {
             _ = try await conn.query("SELECT 1::int8 AS id, 'n' AS name").first?.decode(UserRow.self)
         }
         #expect(missing.kind == .decoding)
         #expect(missing.column == "email")
-        let null = try await #require(throws: PostgresError.self) {
+        let null = try await #require(throws: PGError.self) {
             _ = try await conn.query("SELECT NULL::int8 AS id, now() AS \"updatedAt\"").first?.decode(CamelUser.self)
         }
         #expect(null.column == "id")
         #expect(null.message.contains("NULL"))
-        let mismatch = try await #require(throws: PostgresError.self) {
+        let mismatch = try await #require(throws: PGError.self) {
             _ = try await conn.query("SELECT 'seven' AS id, now() AS \"updatedAt\"").first?.decode(CamelUser.self)
         }
         #expect(mismatch.column == "id")
         #expect(mismatch.description.contains("id"))
-        let byName = try await #require(throws: PostgresError.self) {
+        let byName = try await #require(throws: PGError.self) {
             _ = try await conn.query("SELECT 1 AS a").first?.decode(Int.self, column: "b")
         }
         #expect(byName.column == "b")
-        let typed = try await #require(throws: PostgresError.self) {
+        let typed = try await #require(throws: PGError.self) {
             _ = try await conn.query("SELECT 1::int4 AS a").first?.decode(UUID.self, column: "a")
         }
         #expect(typed.message.contains("int4") && typed.column == "a")

@@ -1,13 +1,13 @@
-@testable import Redis
+@testable import CacheAsideRedis
 import IOLoop
 import Testing
 
 /// The pure pieces: reply parsing and conversion, command encoding, SHA-1, backoff,
 /// error classification. No server.
 @Suite struct CodecTests {
-    private func parse(_ chunks: [String]) throws -> [RESPValue] {
+    private func parse(_ chunks: [String]) throws -> [RESPReply] {
         let parser = try RESPParser()
-        var replies: [RESPValue] = []
+        var replies: [RESPReply] = []
         for chunk in chunks {
             let bytes = Array(chunk.utf8)
             try bytes.withUnsafeBytes { try parser.feed($0) }
@@ -54,16 +54,16 @@ import Testing
     }
 
     @Test func valueAccessors() {
-        #expect(RESPValue.bulkString(Array("12".utf8)).integer == 12)
-        #expect(RESPValue.integer(3).integer == 3)
-        #expect(RESPValue.simpleString("OK").string == "OK")
-        #expect(RESPValue.bulkString([0xE2, 0x82, 0xAC]).string == "€")
-        #expect(RESPValue.null.isNull)
-        #expect(RESPValue.null.bytes == nil)
-        #expect(RESPValue.error("ERR x").errorMessage == "ERR x")
-        #expect(RESPValue.array([.integer(1)]).array == [.integer(1)])
-        #expect(RESPValue.integer(1).array == nil)
-        #expect(RESPValue.bulkString(.init(repeating: 65, count: 100)).description.contains("(100 bytes)"))
+        #expect(RESPReply.bulkString(Array("12".utf8)).integer == 12)
+        #expect(RESPReply.integer(3).integer == 3)
+        #expect(RESPReply.simpleString("OK").string == "OK")
+        #expect(RESPReply.bulkString([0xE2, 0x82, 0xAC]).string == "€")
+        #expect(RESPReply.null.isNull)
+        #expect(RESPReply.null.bytes == nil)
+        #expect(RESPReply.error("ERR x").errorMessage == "ERR x")
+        #expect(RESPReply.array([.integer(1)]).array == [.integer(1)])
+        #expect(RESPReply.integer(1).array == nil)
+        #expect(RESPReply.bulkString(.init(repeating: 65, count: 100)).description.contains("(100 bytes)"))
     }
 
     private func text(_ command: EncodedCommand) -> String {
@@ -83,7 +83,7 @@ import Testing
         #expect(text(raw) == "*2\r\n$4\r\nECHO\r\n$0\r\n\r\n")
         let pipeline = try RESPEncoder.concatenate([try RESPEncoder.encode("GET", "a"), try RESPEncoder.encode("GET", "b")])
         #expect(text(pipeline) == "*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n")
-        #expect(throws: RedisError.self) { try RESPEncoder.encode([[UInt8]]()) }
+        #expect(throws: RESPError.self) { try RESPEncoder.encode([[UInt8]]()) }
     }
 
     @Test func sha1MatchesKnownVectors() async {
@@ -99,7 +99,7 @@ import Testing
         #expect(SHA1.hexDigest([UInt8](repeating: 0x61, count: 55)) == "c1c8bbdc22796e28c0e15163d20899b65621d65a")
         #expect(SHA1.hexDigest([UInt8](repeating: 0x61, count: 56)) == "c2db330f6083854c99d4b5bfb6e8f29f201be699")
         #expect(SHA1.hexDigest([UInt8](repeating: 0x61, count: 64)) == "0098ba824b5c16427bd7a1122a5a442a25ec644d")
-        #expect(RedisScript(source: "return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+        #expect(RESPScript(source: "return 1").sha1 == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
     }
 
     @Test func backoffDoublesUpToTheMaximumWithJitter() {
@@ -125,30 +125,30 @@ import Testing
     }
 
     @Test func errorClassification() {
-        let server = RedisError(kind: .server, message: "WRONGTYPE Operation against a key holding the wrong kind of value")
+        let server = RESPError(kind: .server, message: "WRONGTYPE Operation against a key holding the wrong kind of value")
         #expect(server.isServerError)
         #expect(!server.isConnectionFailure)
         #expect(server.serverErrorPrefix == "WRONGTYPE")
         #expect("\(server)".contains("WRONGTYPE Operation"))
-        for kind in [RedisError.Kind.connection, .timeout, .protocol, .authentication] {
-            let e = RedisError(kind: kind, message: "x")
+        for kind in [RESPError.Kind.connection, .timeout, .protocol, .authentication] {
+            let e = RESPError(kind: kind, message: "x")
             #expect(e.isConnectionFailure)
             #expect(!e.isServerError)
             #expect(e.serverErrorPrefix == nil)
         }
-        #expect(RedisError(kind: .timeout, message: "x").isTimeout)
-        #expect(!RedisError(kind: .configuration, message: "x").isConnectionFailure)
+        #expect(RESPError(kind: .timeout, message: "x").isTimeout)
+        #expect(!RESPError(kind: .configuration, message: "x").isConnectionFailure)
     }
 
     @Test func pubSubPushMessagesAreRecognized() {
-        let message = RedisPubSubMessage(push: .array([.bulkString(Array("message".utf8)), .bulkString(Array("ch".utf8)), .bulkString([0, 1])]))
-        #expect(message == RedisPubSubMessage(channel: "ch", payload: [0, 1]))
-        let pmessage = RedisPubSubMessage(push: .array([
+        let message = RESPPubSubMessage(push: .array([.bulkString(Array("message".utf8)), .bulkString(Array("ch".utf8)), .bulkString([0, 1])]))
+        #expect(message == RESPPubSubMessage(channel: "ch", payload: [0, 1]))
+        let pmessage = RESPPubSubMessage(push: .array([
             .bulkString(Array("pmessage".utf8)), .bulkString(Array("c*".utf8)), .bulkString(Array("ch".utf8)), .bulkString(Array("hi".utf8)),
         ]))
-        #expect(pmessage == RedisPubSubMessage(channel: "ch", payload: Array("hi".utf8), pattern: "c*"))
+        #expect(pmessage == RESPPubSubMessage(channel: "ch", payload: Array("hi".utf8), pattern: "c*"))
         #expect(pmessage?.payloadString == "hi")
-        let confirmation = RedisPubSubMessage(push: .array([.bulkString(Array("subscribe".utf8)), .bulkString(Array("ch".utf8)), .integer(1)]))
+        let confirmation = RESPPubSubMessage(push: .array([.bulkString(Array("subscribe".utf8)), .bulkString(Array("ch".utf8)), .integer(1)]))
         #expect(confirmation == nil)
     }
 }

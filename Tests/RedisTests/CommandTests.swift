@@ -1,4 +1,4 @@
-import Redis
+import CacheAsideRedis
 import TestSupport
 import Synchronization
 import Testing
@@ -88,14 +88,14 @@ import Testing
         try await withClient { redis in
             _ = try await redis.send("LPUSH", "\(p):list", "x")
             let error = await expectError { try await redis.get("\(p):list") }
-            let redisError = try #require(error as? RedisError)
+            let redisError = try #require(error as? RESPError)
             #expect(redisError.kind == .server)
             #expect(redisError.isServerError)
             #expect(!redisError.isConnectionFailure)
             #expect(redisError.serverErrorPrefix == "WRONGTYPE")
             #expect(redisError.message.contains("WRONGTYPE Operation against a key holding the wrong kind of value"))
 
-            let unknown = await expectError { try await redis.send("NOSUCHCOMMAND", "x") } as? RedisError
+            let unknown = await expectError { try await redis.send("NOSUCHCOMMAND", "x") } as? RESPError
             #expect(unknown?.serverErrorPrefix == "ERR")
             #expect(unknown?.message.contains("unknown command") == true)
 
@@ -114,7 +114,7 @@ import Testing
             $0.reconnectBackoffMinimum = .seconds(20)
             $0.reconnectBackoffMaximum = .seconds(20)
         }) { redis in
-            let first = await expectError { try await redis.get("anything") } as? RedisError
+            let first = await expectError { try await redis.get("anything") } as? RESPError
             #expect(first?.kind == .authentication)
             #expect(first?.isConnectionFailure == true)
             #expect(first?.message.contains("authentication") == true, "\(String(describing: first))")
@@ -124,7 +124,7 @@ import Testing
             // While the client backs off (at least 10 s here), commands fail fast with
             // the same kind of error, without waiting for their 20 s timeout.
             let start = ContinuousClock.now
-            let second = await expectError { try await redis.set("anything", to: "x") } as? RedisError
+            let second = await expectError { try await redis.set("anything", to: "x") } as? RESPError
             #expect(second?.kind == .authentication)
             #expect(second.map { $0.message.contains(wrong) } == false)
             #expect(seconds(since: start) < 5.0)
@@ -133,7 +133,7 @@ import Testing
 
     @Test func missingPasswordIsAnAuthenticationErrorToo() async throws {
         try await withClient({ $0.password = nil; $0.username = nil; $0.connectionCount = 1 }) { redis in
-            let error = await expectError { try await redis.get("anything") } as? RedisError
+            let error = await expectError { try await redis.get("anything") } as? RESPError
             #expect(error?.kind == .authentication)
             #expect(error?.message.contains("requires a password") == true, "\(String(describing: error))")
             #expect(error?.message.contains("NOAUTH") == true)
@@ -206,7 +206,7 @@ import Testing
             #expect(try await redis.incrBy("\(p):n", 40) == 42)
             #expect(try await redis.incrBy("\(p):n", -50) == -8)
             try await redis.set("\(p):text", to: "abc")
-            let notInteger = await expectError { try await redis.incr("\(p):text") } as? RedisError
+            let notInteger = await expectError { try await redis.incr("\(p):text") } as? RESPError
             #expect(notInteger?.isServerError == true)
             #expect(notInteger?.message.contains("not an integer") == true)
             _ = try await redis.del(["\(p):n", "\(p):text"])
@@ -259,9 +259,9 @@ import Testing
     @Test func scriptRunsAgainAfterScriptFlush() async throws {
         let p = TestEnvironment.uniqueName("script")
         // A script unique to this run, so the first call really meets NOSCRIPT.
-        let script = RedisScript(source: "-- \(p)\nredis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], ARGV[1], #ARGV}")
+        let script = RESPScript(source: "-- \(p)\nredis.call('SET', KEYS[1], ARGV[1]); return {KEYS[1], ARGV[1], #ARGV}")
         try await withClient { redis in
-            let expected = RESPValue.array([.bulkString(Array("\(p):k".utf8)), .bulkString(Array("a\0b".utf8)), .integer(2)])
+            let expected = RESPReply.array([.bulkString(Array("\(p):k".utf8)), .bulkString(Array("a\0b".utf8)), .integer(2)])
             #expect(try await redis.evalSHA(script, keys: ["\(p):k"], arguments: [Array("a\0b".utf8), [1]]) == expected)
             #expect(try await redis.get("\(p):k") == Array("a\0b".utf8))
             #expect(try await redis.send("SCRIPT", "EXISTS", script.sha1) == .array([.integer(1)]))
@@ -272,8 +272,8 @@ import Testing
             #expect(try await redis.send("SCRIPT", "EXISTS", script.sha1) == .array([.integer(1)]))
 
             // An error raised by the script is a server error.
-            let failing = RedisScript(source: "return redis.error_reply('BOOM \(p)')")
-            let error = await expectError { try await redis.evalSHA(failing) } as? RedisError
+            let failing = RESPScript(source: "return redis.error_reply('BOOM \(p)')")
+            let error = await expectError { try await redis.evalSHA(failing) } as? RESPError
             #expect(error?.isServerError == true)
             #expect(error?.message.contains("BOOM \(p)") == true)
             _ = try await redis.del(["\(p):k"])
@@ -299,8 +299,8 @@ import Testing
             }
             #expect(blocking == true)
             let behind = Task { try await redis.get("\(p):k") }
-            let first = await expectError { try await blocked.value } as? RedisError
-            let second = await expectError { try await behind.value } as? RedisError
+            let first = await expectError { try await blocked.value } as? RESPError
+            let second = await expectError { try await behind.value } as? RESPError
             let elapsed = seconds(since: start)
             #expect(first?.kind == .timeout)
             #expect(first?.isConnectionFailure == true)
@@ -364,14 +364,14 @@ import Testing
             $0.reconnectBackoffMaximum = .seconds(20)
         }) { redis in
             let start = ContinuousClock.now
-            let first = await expectError { try await redis.get("k") } as? RedisError
+            let first = await expectError { try await redis.get("k") } as? RESPError
             #expect(first?.kind == .connection)
             #expect(first?.isConnectionFailure == true)
             #expect(first?.message.contains("127.0.0.1:9") == true)
             #expect(seconds(since: start) < 8)
             // In backoff: refused at once, without trying to connect.
             let again = ContinuousClock.now
-            let second = await expectError { try await redis.get("k") } as? RedisError
+            let second = await expectError { try await redis.get("k") } as? RESPError
             #expect(second?.kind == .connection)
             #expect(second?.message.contains("next attempt") == true, "\(String(describing: second))")
             #expect(seconds(since: again) < 5)
@@ -400,7 +400,7 @@ import Testing
         await redis.shutdown()
         #expect(finished.isSet, "shutdown waited for the command in flight")
         #expect(try await inFlight.value == .null)
-        let after = await expectError { try await redis.get("\(p):k") } as? RedisError
+        let after = await expectError { try await redis.get("\(p):k") } as? RESPError
         #expect(after?.kind == .connection)
     }
 }

@@ -1,10 +1,10 @@
-import Redis
+import CacheAsideRedis
 import Testing
 
 /// URL parsing and the configuration's description: pure logic, no server.
 @Suite struct ConfigurationTests {
     @Test func parsesUserPasswordHostPortAndDatabase() throws {
-        let c = try RedisConfiguration(url: "redis://cacheaside:s3cret@db.example.com:6380/3")
+        let c = try RESPConfiguration(url: "redis://cacheaside:s3cret@db.example.com:6380/3")
         #expect(c.endpoint == .tcp(host: "db.example.com", port: 6380))
         #expect(c.username == "cacheaside")
         #expect(c.password == "s3cret")
@@ -12,7 +12,7 @@ import Testing
     }
 
     @Test func defaultsPortAndDatabase() throws {
-        let c = try RedisConfiguration(url: "redis://localhost")
+        let c = try RESPConfiguration(url: "redis://localhost")
         #expect(c.endpoint == .tcp(host: "localhost", port: 6379))
         #expect(c.username == nil)
         #expect(c.password == nil)
@@ -24,30 +24,30 @@ import Testing
     }
 
     @Test func passwordOnlyMeansTheDefaultUser() throws {
-        let c = try RedisConfiguration(url: "redis://:onlypass@127.0.0.1:7000/0")
+        let c = try RESPConfiguration(url: "redis://:onlypass@127.0.0.1:7000/0")
         #expect(c.username == nil)
         #expect(c.password == "onlypass")
         #expect(c.endpoint == .tcp(host: "127.0.0.1", port: 7000))
     }
 
     @Test func percentDecodesUserAndPassword() throws {
-        let c = try RedisConfiguration(url: "redis://us%40er:p%3Aa%2Fs%40s%25@h:1/0")
+        let c = try RESPConfiguration(url: "redis://us%40er:p%3Aa%2Fs%40s%25@h:1/0")
         #expect(c.username == "us@er")
         #expect(c.password == "p:a/s@s%")
     }
 
     @Test func parsesBracketedIPv6() throws {
-        let c = try RedisConfiguration(url: "redis://[::1]:6390/2")
+        let c = try RESPConfiguration(url: "redis://[::1]:6390/2")
         #expect(c.endpoint == .tcp(host: "::1", port: 6390))
         #expect(c.database == 2)
         #expect(c.description == "redis://[::1]:6390/2")
     }
 
     @Test func parsesUnixSocketURLs() throws {
-        let c = try RedisConfiguration(url: "unix:///var/run/redis/redis.sock?db=5")
+        let c = try RESPConfiguration(url: "unix:///var/run/redis/redis.sock?db=5")
         #expect(c.endpoint == .unix(path: "/var/run/redis/redis.sock"))
         #expect(c.database == 5)
-        let withAuth = try RedisConfiguration(url: "unix://app:pw@/tmp/r.sock")
+        let withAuth = try RESPConfiguration(url: "unix://app:pw@/tmp/r.sock")
         #expect(withAuth.endpoint == .unix(path: "/tmp/r.sock"))
         #expect(withAuth.username == "app")
         #expect(withAuth.password == "pw")
@@ -55,7 +55,7 @@ import Testing
     }
 
     @Test func acceptsDatabaseAsQueryParameter() throws {
-        let c = try RedisConfiguration(url: "redis://h:1?db=4")
+        let c = try RESPConfiguration(url: "redis://h:1?db=4")
         #expect(c.database == 4)
     }
 
@@ -78,7 +78,7 @@ import Testing
     ])
     func rejectsBadURLsClearly(url: String, expected: String) throws {
         do {
-            let c = try RedisConfiguration(url: url)
+            let c = try RESPConfiguration(url: url)
             Issue.record("accepted \(url): \(c)")
         } catch {
             #expect(error.kind == .configuration)
@@ -88,7 +88,7 @@ import Testing
 
     @Test func errorsAndDescriptionsNeverShowThePassword() throws {
         let secret = "Sup3rSecretPassw0rd"
-        let c = try RedisConfiguration(url: "redis://cacheaside:\(secret)@127.0.0.1:6379/2")
+        let c = try RESPConfiguration(url: "redis://cacheaside:\(secret)@127.0.0.1:6379/2")
         #expect(!c.description.contains(secret))
         #expect(!"\(c)".contains(secret))
         #expect(c.description == "redis://cacheaside:***@127.0.0.1:6379/2")
@@ -102,7 +102,7 @@ import Testing
             "ftp://cacheaside:\(secret)@h/0",
         ] {
             do {
-                _ = try RedisConfiguration(url: bad)
+                _ = try RESPConfiguration(url: bad)
                 Issue.record("accepted \(bad)")
             } catch {
                 #expect(!error.message.contains(secret), "\(error.message)")
@@ -112,15 +112,15 @@ import Testing
     }
 
     @Test func invalidKnobsAreRejectedByTheClient() throws {
-        var c = try RedisConfiguration(url: "redis://h:1/0")
+        var c = try RESPConfiguration(url: "redis://h:1/0")
         c.connectionCount = 0
-        #expect(throws: RedisError.self) { try RedisClient(configuration: c) }
+        #expect(throws: RESPError.self) { try RESPClient(configuration: c) }
         c.connectionCount = 1
         c.commandTimeout = .zero
-        #expect(throws: RedisError.self) { try RedisClient(configuration: c) }
+        #expect(throws: RESPError.self) { try RESPClient(configuration: c) }
         c.commandTimeout = .seconds(1)
         c.reconnectBackoffMaximum = .milliseconds(1)
         c.reconnectBackoffMinimum = .milliseconds(10)
-        #expect(throws: RedisError.self) { try RedisClient(configuration: c) }
+        #expect(throws: RESPError.self) { try RESPClient(configuration: c) }
     }
 }

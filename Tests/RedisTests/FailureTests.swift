@@ -1,4 +1,4 @@
-import Redis
+import CacheAsideRedis
 import TestSupport
 import Synchronization
 import Testing
@@ -35,9 +35,9 @@ import Testing
                 let killMark = KillMark()
                 let answered = Flag()
                 let getters = (0..<8).map { _ in
-                    Task { () -> (ok: Int, failed: [RedisError], slowest: Double) in
+                    Task { () -> (ok: Int, failed: [RESPError], slowest: Double) in
                         var ok = 0
-                        var failed: [RedisError] = []
+                        var failed: [RESPError] = []
                         var slowest = 0.0
                         while ContinuousClock.now - start < .seconds(20),
                               killMark.killed.map({ ContinuousClock.now - $0 < .milliseconds(700) }) ?? true {
@@ -47,7 +47,7 @@ import Testing
                                     ok += 1
                                     answered.count.add(1, ordering: .relaxed)
                                 }
-                            } catch let error as RedisError {
+                            } catch let error as RESPError {
                                 failed.append(error)
                                 slowest = max(slowest, seconds(since: issued))
                                 try? await Task.sleep(for: .milliseconds(5))
@@ -68,13 +68,13 @@ import Testing
                 killMark.mark()
 
                 for task in blocked {
-                    let error = await task.value as? RedisError
+                    let error = await task.value as? RESPError
                     #expect(error?.isConnectionFailure == true, "\(String(describing: error))")
                 }
                 let failedAfter = seconds(since: killed)
                 #expect(failedAfter < timeout, "in-flight commands failed \(failedAfter) s after the kill")
                 var ok = 0
-                var failures: [RedisError] = []
+                var failures: [RESPError] = []
                 var slowest = 0.0
                 for task in getters {
                     let result = await task.value
@@ -90,7 +90,7 @@ import Testing
 
                 // While the server is down, commands fail fast.
                 let probe = ContinuousClock.now
-                let down = await expectError { try await redis.get("k") } as? RedisError
+                let down = await expectError { try await redis.get("k") } as? RESPError
                 #expect(down?.kind == .connection)
                 #expect(seconds(since: probe) < 5.0)
 

@@ -1,4 +1,4 @@
-import Redis
+import CacheAsideRedis
 import TestSupport
 import Testing
 
@@ -14,15 +14,15 @@ import Testing
             #expect(try await redis.publish([0, 13, 10, 255], to: "\(channel):other") == 1)
             #expect(try await redis.publish("three", to: channel) == 1)
 
-            var received: [RedisPubSubMessage] = []
+            var received: [RESPPubSubMessage] = []
             for try await message in subscription {
                 received.append(message)
                 if received.count == 3 { break }
             }
             #expect(received == [
-                RedisPubSubMessage(channel: channel, payload: Array("one".utf8)),
-                RedisPubSubMessage(channel: "\(channel):other", payload: [0, 13, 10, 255]),
-                RedisPubSubMessage(channel: channel, payload: Array("three".utf8)),
+                RESPPubSubMessage(channel: channel, payload: Array("one".utf8)),
+                RESPPubSubMessage(channel: "\(channel):other", payload: [0, 13, 10, 255]),
+                RESPPubSubMessage(channel: channel, payload: Array("three".utf8)),
             ])
 
             // Leaving the loop ended the iteration: that unsubscribed (the
@@ -74,7 +74,7 @@ import Testing
 
     @Test func subscribingWithAWrongPasswordThrows() async throws {
         try await withClient({ $0.password = "definitely-wrong" }) { redis in
-            let error = await expectError { try await redis.subscribe(channels: ["x"]) } as? RedisError
+            let error = await expectError { try await redis.subscribe(channels: ["x"]) } as? RESPError
             #expect(error?.kind == .authentication)
         }
     }

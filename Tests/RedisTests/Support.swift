@@ -1,26 +1,26 @@
 import Synchronization
-import Redis
+import CacheAsideRedis
 import TestSupport
 import Testing
 
 /// A client on the shared test server (`REDIS_URL`), configured by `configure`.
 func makeClient(
-    url: String? = nil, _ configure: (inout RedisConfiguration) -> Void = { _ in }
-) throws -> RedisClient {
-    var configuration = try RedisConfiguration(url: url ?? TestEnvironment.redisURL())
+    url: String? = nil, _ configure: (inout RESPConfiguration) -> Void = { _ in }
+) throws -> RESPClient {
+    var configuration = try RESPConfiguration(url: url ?? TestEnvironment.redisURL())
     // Generous by default: the tests share two cores with each other and with other
     // suites. Tests about timeouts set their own.
     configuration.commandTimeout = .seconds(5)
     configuration.connectTimeout = .seconds(5)
     configure(&configuration)
-    return try RedisClient(configuration: configuration)
+    return try RESPClient(configuration: configuration)
 }
 
 /// Runs `body` with a client, and shuts it down afterwards, also on failure.
 @discardableResult
 func withClient<T>(
-    url: String? = nil, _ configure: (inout RedisConfiguration) -> Void = { _ in },
-    _ body: (RedisClient) async throws -> T
+    url: String? = nil, _ configure: (inout RESPConfiguration) -> Void = { _ in },
+    _ body: (RESPClient) async throws -> T
 ) async throws -> T {
     let client = try makeClient(url: url, configure)
     do {

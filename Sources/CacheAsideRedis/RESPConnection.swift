@@ -29,14 +29,14 @@ import Synchronization
 /// of the state outside the lock, with `loopWriting` set so that nobody else writes
 /// meanwhile), and closing it happens on the loop thread after it is deregistered, so
 /// a close never races a read or a write.
-final class RedisConnection: Sendable {
+final class RESPConnection: Sendable {
     /// What the connection is for.
     enum Role: Sendable {
         /// Ordinary request/response commands.
         case commands
         /// A dedicated pub/sub connection: (re)subscribes on every connect and hands
         /// every message to `sink`, on the loop thread.
-        case subscriber(channels: [String], patterns: [String], sink: @Sendable (RedisPubSubMessage) -> Void)
+        case subscriber(channels: [String], patterns: [String], sink: @Sendable (RESPPubSubMessage) -> Void)
     }
 
     /// A command (or handshake step, or pipeline) waiting for its replies.
@@ -50,7 +50,7 @@ final class RedisConnection: Sendable {
         var id: UInt64
         /// `nil` once the caller was cancelled (the reply is then discarded), and for
         /// the connection's own commands.
-        var continuation: UnsafeContinuation<RESPValue, any Error>?
+        var continuation: UnsafeContinuation<RESPReply, any Error>?
         var kind: Kind
         var completesHandshake = false
         /// Replies still expected (pipelines and `SUBSCRIBE` expect several).
@@ -64,7 +64,7 @@ final class RedisConnection: Sendable {
 
     /// The replies of one pipeline, gathered in order on the loop thread.
     final class ReplyCollector: @unchecked Sendable {
-        var replies: [RESPValue] = []
+        var replies: [RESPReply] = []
         init(capacity: Int) { replies.reserveCapacity(capacity) }
     }
 
@@ -104,7 +104,7 @@ final class RedisConnection: Sendable {
         var pending = Deque<PendingCommand>()
         var handshakeComplete = false
         var failedAttempts = 0
-        var lastError: RedisError?
+        var lastError: RESPError?
         var closing = false
         var readyWaiters: [CheckedContinuation<Void, any Error>] = []
         var closeWaiters: [CheckedContinuation<Void, Never>] = []
@@ -115,9 +115,9 @@ final class RedisConnection: Sendable {
 
     /// What to do once the lock is released.
     struct Effects {
-        var failures: [(UnsafeContinuation<RESPValue, any Error>, any Error)] = []
+        var failures: [(UnsafeContinuation<RESPReply, any Error>, any Error)] = []
         var readyWaiters: [CheckedContinuation<Void, any Error>] = []
-        var readyError: RedisError?
+        var readyError: RESPError?
         var closeWaiters: [CheckedContinuation<Void, Never>] = []
         var closeSession: Session?
         var startConnect = false
@@ -126,7 +126,7 @@ final class RedisConnection: Sendable {
         var logs: [(Logger.Level, String)] = []
     }
 
-    let configuration: RedisConfiguration
+    let configuration: RESPConfiguration
     let loop: IOLoop
     let logger: Logger
     let role: Role
@@ -141,7 +141,7 @@ final class RedisConnection: Sendable {
     /// another connection then. Read without the lock, as a hint.
     let available = Atomic<Bool>(true)
 
-    init(configuration: RedisConfiguration, role: Role = .commands, loop: IOLoop, logger: Logger) {
+    init(configuration: RESPConfiguration, role: Role = .commands, loop: IOLoop, logger: Logger) {
         self.configuration = configuration
         self.role = role
         self.loop = loop
@@ -158,13 +158,13 @@ final class RedisConnection: Sendable {
     /// Sends an encoded command (or several, for a pipeline) and waits for its reply
     /// (for a pipeline, an array of `replies` replies). Server errors come back as
     /// `.error` values; connection failures, timeouts and cancellation are thrown.
-    func execute(_ command: EncodedCommand, kind: Slot.Kind = .command, replies: Int = 1) async throws -> RESPValue {
+    func execute(_ command: EncodedCommand, kind: Slot.Kind = .command, replies: Int = 1) async throws -> RESPReply {
         try Task.checkCancellation()
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let deadline = ContinuousClock.now + commandTimeout
         let bytes = command.bytes
         return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPValue, any Error>) in
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
                 submit(bytes, kind: kind, replies: replies, id: id, deadline: deadline, continuation: continuation)
                 if Task.isCancelled { cancel(id: id) }
             }
@@ -175,10 +175,10 @@ final class RedisConnection: Sendable {
 
     private func submit(
         _ bytes: UnsafeRawBufferPointer, kind: Slot.Kind, replies: Int, id: UInt64,
-        deadline: ContinuousClock.Instant, continuation: UnsafeContinuation<RESPValue, any Error>
+        deadline: ContinuousClock.Instant, continuation: UnsafeContinuation<RESPReply, any Error>
     ) {
         var armTimer = false
-        var refused: RedisError?
+        var refused: RESPError?
         var effects: Effects?
         var flushSession: Session?
         state.withLock { s in
@@ -243,7 +243,7 @@ final class RedisConnection: Sendable {
     /// already sent keeps its place in the FIFO and its reply is discarded; one still
     /// waiting for the connection is dropped unsent.
     private func cancel(id: UInt64) {
-        let continuation: UnsafeContinuation<RESPValue, any Error>? = state.withLock { s in
+        let continuation: UnsafeContinuation<RESPReply, any Error>? = state.withLock { s in
             if let i = s.fifo.firstIndex(where: { $0.id == id }) {
                 let c = s.fifo[i].continuation
                 s.fifo[i].continuation = nil
@@ -257,17 +257,17 @@ final class RedisConnection: Sendable {
         continuation?.resume(throwing: CancellationError())
     }
 
-    private func unavailableError(_ s: State, until: ContinuousClock.Instant) -> RedisError {
+    private func unavailableError(_ s: State, until: ContinuousClock.Instant) -> RESPError {
         let wait = max(until - .now, .zero)
         let ms = Backoff.nanoseconds(wait) / 1_000_000
         let reason = s.lastError?.message ?? "not connected"
-        let kind: RedisError.Kind = s.lastError?.kind == .authentication ? .authentication : .connection
-        return RedisError(kind: kind, message: "no connection to \(endpoint) (next attempt in \(ms) ms): \(reason)")
+        let kind: RESPError.Kind = s.lastError?.kind == .authentication ? .authentication : .connection
+        return RESPError(kind: kind, message: "no connection to \(endpoint) (next attempt in \(ms) ms): \(reason)")
     }
 
     // MARK: - Writing (under the lock)
 
-    private func writeDirect(_ s: inout State, _ session: Session, _ bytes: UnsafeRawBufferPointer) -> RedisError? {
+    private func writeDirect(_ s: inout State, _ session: Session, _ bytes: UnsafeRawBufferPointer) -> RESPError? {
         switch session.stream.write(bytes) {
         case .transferred(let n):
             if n == bytes.count { return nil }
@@ -284,7 +284,7 @@ final class RedisConnection: Sendable {
     }
 
     /// Writes as much of the pending output as the socket takes.
-    private func flushLocked(_ s: inout State, _ session: Session) -> RedisError? {
+    private func flushLocked(_ s: inout State, _ session: Session) -> RESPError? {
         while s.outputStart < s.output.count {
             let start = s.outputStart
             let result = s.output.withUnsafeBytes { raw in
@@ -310,7 +310,7 @@ final class RedisConnection: Sendable {
         return setWritable(&s, session, false)
     }
 
-    private func setWritable(_ s: inout State, _ session: Session, _ on: Bool) -> RedisError? {
+    private func setWritable(_ s: inout State, _ session: Session, _ on: Bool) -> RESPError? {
         guard s.writableArmed != on, let registration = session.registration else { return nil }
         do {
             try registration.setInterest(on ? [.readable, .writable] : .readable)
@@ -337,7 +337,7 @@ final class RedisConnection: Sendable {
     private func writeFromLoop(_ session: Session, _ first: (bytes: [UInt8], start: Int)) {
         var batch = first
         while true {
-            var failure: RedisError?
+            var failure: RESPError?
             var written = batch.start
             while written < batch.bytes.count {
                 let start = written
@@ -390,8 +390,8 @@ final class RedisConnection: Sendable {
     // MARK: - Reading (on the loop thread)
 
     fileprivate func sessionReady(_ session: Session, _ events: IOEvents) {
-        var failure: RedisError?
-        var replies: [RESPValue] = []
+        var failure: RESPError?
+        var replies: [RESPReply] = []
         swap(&replies, &session.replies)
         if events.contains(.readable) || events.contains(.hangup) {
             let buffer = session.readBuffer
@@ -425,16 +425,16 @@ final class RedisConnection: Sendable {
             }
         }
 
-        var completions: [(UnsafeContinuation<RESPValue, any Error>, RESPValue)] = []
+        var completions: [(UnsafeContinuation<RESPReply, any Error>, RESPReply)] = []
         swap(&completions, &session.completions)
-        var pushes: [RedisPubSubMessage] = []
+        var pushes: [RESPPubSubMessage] = []
         var effects: Effects?
         var batch: (bytes: [UInt8], start: Int)?
         state.withLock { s in
             guard case .connected(let current) = s.phase, current === session else { return }
             var handshakeDone = false
             matching: for reply in replies {
-                if case .subscriber = role, let message = RedisPubSubMessage(push: reply) {
+                if case .subscriber = role, let message = RESPPubSubMessage(push: reply) {
                     pushes.append(message)
                     continue
                 }
@@ -526,7 +526,7 @@ final class RedisConnection: Sendable {
     /// idle). Throws the connect attempt's error.
     func waitUntilReady() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            var result: Result<Void, RedisError>?
+            var result: Result<Void, RESPError>?
             var start = false
             state.withLock { s in
                 switch s.phase {
@@ -611,8 +611,8 @@ final class RedisConnection: Sendable {
         perform(effects)
     }
 
-    private func connectError(_ error: any Error) -> RedisError {
-        if let error = error as? RedisError { return error }
+    private func connectError(_ error: any Error) -> RESPError {
+        if let error = error as? RESPError { return error }
         if let error = error as? IOError {
             if error.isTimeout {
                 return .timeout("connecting to \(endpoint) timed out after \(configuration.connectTimeout)")
@@ -622,7 +622,7 @@ final class RedisConnection: Sendable {
         return .connection("cannot connect to \(endpoint): \(error)")
     }
 
-    private func connectFailed(_ error: RedisError) {
+    private func connectFailed(_ error: RESPError) {
         var effects = Effects()
         state.withLock { s in
             guard case .connecting = s.phase else { return }
@@ -645,7 +645,7 @@ final class RedisConnection: Sendable {
         perform(effects)
     }
 
-    private func enterBackoff(_ s: inout State, _ effects: inout Effects, _ error: RedisError) {
+    private func enterBackoff(_ s: inout State, _ effects: inout Effects, _ error: RESPError) {
         s.failedAttempts += 1
         let delay = Backoff.delay(
             afterFailures: s.failedAttempts,
@@ -671,10 +671,10 @@ final class RedisConnection: Sendable {
     }
 
     /// AUTH, SELECT, and for a subscriber its SUBSCRIBE and PSUBSCRIBE.
-    private func makeHandshake() throws(RedisError) -> (bytes: [UInt8], slots: [Slot]) {
+    private func makeHandshake() throws(RESPError) -> (bytes: [UInt8], slots: [Slot]) {
         var bytes: [UInt8] = []
         var slots: [Slot] = []
-        func add(_ arguments: [RedisArgument], _ kind: Slot.Kind, replies: Int = 1) throws(RedisError) {
+        func add(_ arguments: [RedisArgument], _ kind: Slot.Kind, replies: Int = 1) throws(RESPError) {
             let encoded = try RESPEncoder.encode(arguments)
             bytes.append(contentsOf: encoded.bytes.assumingMemoryBound(to: UInt8.self))
             encoded.free()
@@ -713,7 +713,7 @@ final class RedisConnection: Sendable {
     /// Fails everything in flight with `error`, drops the socket, and decides what is
     /// next: reconnect now (the connection had worked), back off (it never got
     /// through its handshake), or stay closed (it was closing).
-    private func teardownLocked(_ s: inout State, _ error: RedisError) -> Effects {
+    private func teardownLocked(_ s: inout State, _ error: RESPError) -> Effects {
         var effects = Effects()
         guard case .connected(let session) = s.phase else { return effects }
         for slot in s.fifo {
@@ -753,7 +753,7 @@ final class RedisConnection: Sendable {
         var effects = Effects()
         guard case .connected(let session) = s.phase else { return effects }
         for slot in s.fifo {
-            if let c = slot.continuation { effects.failures.append((c, RedisError.connection("the connection to \(endpoint) was closed"))) }
+            if let c = slot.continuation { effects.failures.append((c, RESPError.connection("the connection to \(endpoint) was closed"))) }
         }
         s.fifo.removeAll()
         s.output = []
@@ -781,7 +781,7 @@ final class RedisConnection: Sendable {
                     s.closeWaiters.append(continuation)
                     if s.fifo.isEmpty { effects = finishCloseLocked(&s) }
                 case .connecting, .idle, .backoff, .closed:
-                    let error = RedisError.connection("the connection to \(endpoint) was closed")
+                    let error = RESPError.connection("the connection to \(endpoint) was closed")
                     while let command = s.pending.popFirst() {
                         if let c = command.slot.continuation { effects.failures.append((c, error)) }
                     }
@@ -806,7 +806,7 @@ final class RedisConnection: Sendable {
             if case .connected = s.phase {
                 effects = teardownLocked(&s, .connection("the connection to \(endpoint) was closed"))
             } else {
-                let error = RedisError.connection("the connection to \(endpoint) was closed")
+                let error = RESPError.connection("the connection to \(endpoint) was closed")
                 while let command = s.pending.popFirst() {
                     if let c = command.slot.continuation { effects.failures.append((c, error)) }
                 }
@@ -845,7 +845,7 @@ final class RedisConnection: Sendable {
                     // most their own timeout: their callers fail, their replies will
                     // be discarded.
                     var e = Effects()
-                    let error = RedisError.timeout("no reply from \(endpoint) within \(commandTimeout) (the connection is still being opened)")
+                    let error = RESPError.timeout("no reply from \(endpoint) within \(commandTimeout) (the connection is still being opened)")
                     var i = 0
                     while i + 1 < s.fifo.count {
                         i += 1
@@ -859,7 +859,7 @@ final class RedisConnection: Sendable {
                     }
                     if !e.failures.isEmpty { effects = e }
                 } else if let head = s.fifo.first, head.deadline <= now {
-                    let error: RedisError
+                    let error: RESPError
                     switch head.kind {
                     case .auth, .select, .subscribe:
                         error = .timeout("connecting to \(endpoint) timed out: no reply to the handshake")
@@ -878,7 +878,7 @@ final class RedisConnection: Sendable {
                 if s.pending.contains(where: { $0.slot.deadline <= now }) {
                     var kept = Deque<PendingCommand>()
                     var e = Effects()
-                    let error = RedisError.timeout("no connection to \(endpoint) within \(commandTimeout) (still connecting)")
+                    let error = RESPError.timeout("no connection to \(endpoint) within \(commandTimeout) (still connecting)")
                     while let command = s.pending.popFirst() {
                         if command.slot.deadline <= now {
                             if let c = command.slot.continuation { e.failures.append((c, error)) }
@@ -962,20 +962,20 @@ final class RedisConnection: Sendable {
     }
 }
 
-/// One socket's lifetime within a ``RedisConnection``: the stream, its reply parser and
+/// One socket's lifetime within a ``RESPConnection``: the stream, its reply parser and
 /// read buffer (used only on the loop thread), registered with the loop.
 final class Session: IOHandler, @unchecked Sendable {
     let stream: any RedisByteStream
-    let connection: RedisConnection
+    let connection: RESPConnection
     let parser: RESPParser
     let readBuffer: UnsafeMutableRawBufferPointer
     /// Set once, before the session is published to the connection's state.
     var registration: IORegistration?
     /// Scratch arrays reused by the loop thread between readiness events.
-    var replies: [RESPValue] = []
-    var completions: [(UnsafeContinuation<RESPValue, any Error>, RESPValue)] = []
+    var replies: [RESPReply] = []
+    var completions: [(UnsafeContinuation<RESPReply, any Error>, RESPReply)] = []
 
-    init(stream: any RedisByteStream, connection: RedisConnection) throws(RedisError) {
+    init(stream: any RedisByteStream, connection: RESPConnection) throws(RESPError) {
         self.stream = stream
         self.connection = connection
         self.parser = try RESPParser()

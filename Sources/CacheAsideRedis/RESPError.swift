@@ -2,8 +2,8 @@
 /// the connection itself (connection, timeout, protocol, authentication) and from bad
 /// configuration.
 ///
-/// No `RedisError` ever contains a password.
-public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+/// No `RESPError` ever contains a password.
+public struct RESPError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of failure this is.
     public struct Kind: Sendable, Hashable, CustomStringConvertible {
         let name: String
@@ -72,10 +72,10 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    static func server(_ message: String) -> RedisError { RedisError(kind: .server, message: message) }
-    static func connection(_ message: String) -> RedisError { RedisError(kind: .connection, message: message) }
-    static func timeout(_ message: String) -> RedisError { RedisError(kind: .timeout, message: message) }
-    static func protocolError(_ message: String) -> RedisError { RedisError(kind: .protocol, message: message) }
-    static func authentication(_ message: String) -> RedisError { RedisError(kind: .authentication, message: message) }
-    static func configuration(_ message: String) -> RedisError { RedisError(kind: .configuration, message: message) }
+    static func server(_ message: String) -> RESPError { RESPError(kind: .server, message: message) }
+    static func connection(_ message: String) -> RESPError { RESPError(kind: .connection, message: message) }
+    static func timeout(_ message: String) -> RESPError { RESPError(kind: .timeout, message: message) }
+    static func protocolError(_ message: String) -> RESPError { RESPError(kind: .protocol, message: message) }
+    static func authentication(_ message: String) -> RESPError { RESPError(kind: .authentication, message: message) }
+    static func configuration(_ message: String) -> RESPError { RESPError(kind: .configuration, message: message) }
 }

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 
 /// One migration: a version, a name and the SQL that applies it.
-public struct PostgresMigration: Sendable, Hashable {
+public struct PGMigration: Sendable, Hashable {
     /// The version; migrations apply in increasing version order.
     public var version: Int64
     /// A name for people (the file name, for migrations loaded from files).
@@ -37,27 +37,27 @@ public struct PostgresMigration: Sendable, Hashable {
 ///
 /// Statements that cannot run inside a transaction (`CREATE INDEX CONCURRENTLY`) are not
 /// supported.
-public struct PostgresMigrator: Sendable {
+public struct PGMigrator: Sendable {
     /// The migrations, sorted by version.
-    public let migrations: [PostgresMigration]
+    public let migrations: [PGMigration]
     /// The schema migrations run in (and record themselves in), or `nil` for the
     /// connection's default `search_path`.
     public let schema: String?
     /// The record table's name.
     public let table: String
-    let client: PostgresClient
+    let client: PGClient
     let logger: Logger
 
     /// Creates a migrator for explicit migrations.
     ///
-    /// - Throws: ``PostgresError/Kind/migration`` when two migrations share a version.
+    /// - Throws: ``PGError/Kind/migration`` when two migrations share a version.
     public init(
-        client: PostgresClient, migrations: [PostgresMigration], schema: String? = nil,
+        client: PGClient, migrations: [PGMigration], schema: String? = nil,
         table: String = "schema_migrations", logger: Logger = Logger(label: "cache-aside.postgres.migrator")
     ) throws {
         let sorted = migrations.sorted { $0.version < $1.version }
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.version == b.version {
-            throw PostgresError(.migration, "migrations \"\(a.name)\" and \"\(b.name)\" have the same version \(a.version)")
+            throw PGError(.migration, "migrations \"\(a.name)\" and \"\(b.name)\" have the same version \(a.version)")
         }
         self.migrations = sorted
         self.schema = schema
@@ -69,37 +69,37 @@ public struct PostgresMigrator: Sendable {
     /// Creates a migrator for the `*.sql` files in `directory` (`0001_users.sql`,
     /// `0002_orders.sql`, ...).
     ///
-    /// - Throws: ``PostgresError/Kind/migration`` naming the file when a `.sql` file has
+    /// - Throws: ``PGError/Kind/migration`` naming the file when a `.sql` file has
     ///   no numeric prefix, two files share a version, or a file cannot be read.
     public init(
-        client: PostgresClient, directory: URL, schema: String? = nil,
+        client: PGClient, directory: URL, schema: String? = nil,
         table: String = "schema_migrations", logger: Logger = Logger(label: "cache-aside.postgres.migrator")
     ) throws {
         try self.init(client: client, migrations: try Self.load(directory: directory), schema: schema, table: table, logger: logger)
     }
 
     /// Reads the migrations in `directory`.
-    public static func load(directory: URL) throws -> [PostgresMigration] {
+    public static func load(directory: URL) throws -> [PGMigration] {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
         } catch {
-            throw PostgresError(.migration, "cannot list migrations in \(directory.path): \(error.localizedDescription)", underlying: error)
+            throw PGError(.migration, "cannot list migrations in \(directory.path): \(error.localizedDescription)", underlying: error)
         }
-        var out: [PostgresMigration] = []
+        var out: [PGMigration] = []
         for name in names.sorted() where name.hasSuffix(".sql") {
             let digits = name.prefix { $0.isASCII && $0.isNumber }
             guard !digits.isEmpty, let version = Int64(digits) else {
-                throw PostgresError(.migration, "migration file \(name) has no numeric version prefix (expected NNNN_name.sql)")
+                throw PGError(.migration, "migration file \(name) has no numeric version prefix (expected NNNN_name.sql)")
             }
             let url = directory.appendingPathComponent(name)
             let data: Data
             do {
                 data = try Data(contentsOf: url)
             } catch {
-                throw PostgresError(.migration, "cannot read migration file \(name): \(error.localizedDescription)", underlying: error)
+                throw PGError(.migration, "cannot read migration file \(name): \(error.localizedDescription)", underlying: error)
             }
-            out.append(PostgresMigration(version: version, name: name, sql: String(decoding: data, as: UTF8.self)))
+            out.append(PGMigration(version: version, name: name, sql: String(decoding: data, as: UTF8.self)))
         }
         return out
     }
@@ -119,7 +119,7 @@ public struct PostgresMigrator: Sendable {
     ///
     /// - Returns: the versions this call applied (empty when the database was up to
     ///   date, or another process applied them meanwhile).
-    /// - Throws: ``PostgresError/Kind/migration`` naming the file when an applied
+    /// - Throws: ``PGError/Kind/migration`` naming the file when an applied
     ///   migration was edited; the server's error (with the file named) when a
     ///   migration fails, which is then rolled back.
     @discardableResult
@@ -135,7 +135,7 @@ public struct PostgresMigrator: Sendable {
                 logger.info("applying migration \(migration.name)")
                 do {
                     try await tx.executeScript(migration.sql)
-                } catch let error as PostgresError {
+                } catch let error as PGError {
                     var e = error
                     e.message = "migration \(migration.name) failed: \(error.message)"
                     throw e
@@ -164,7 +164,7 @@ public struct PostgresMigrator: Sendable {
     }
 
     /// Takes the lock, sets the search path, creates the schema and the table.
-    private func prepare(_ tx: PostgresTransaction) async throws {
+    private func prepare(_ tx: PGTransaction) async throws {
         let lockKey = Int64(bitPattern: fnv1a("swift-cache-aside.migrations:" + (schema ?? "") + "." + table))
         _ = try await tx.query("SELECT pg_advisory_xact_lock($1)", [lockKey])
         if let schema {
@@ -181,7 +181,7 @@ public struct PostgresMigrator: Sendable {
             """)
     }
 
-    private func readApplied(_ tx: PostgresTransaction) async throws -> [AppliedMigration] {
+    private func readApplied(_ tx: PGTransaction) async throws -> [AppliedMigration] {
         try await tx.query("SELECT version, name, checksum FROM \(qualifiedTable) ORDER BY version")
             .decode(AppliedMigration.self)
     }
@@ -194,13 +194,13 @@ public struct PostgresMigrator: Sendable {
                 continue
             }
             if migration.checksum != record.checksum {
-                throw PostgresError(.migration, "migration \(migration.name) was edited after it was applied (checksum \(migration.checksum) differs from the applied \(record.checksum)); add a new migration instead of changing an applied one")
+                throw PGError(.migration, "migration \(migration.name) was edited after it was applied (checksum \(migration.checksum) differs from the applied \(record.checksum)); add a new migration instead of changing an applied one")
             }
         }
     }
 }
 
-extension PostgresMigrator.AppliedMigration: Decodable {}
+extension PGMigrator.AppliedMigration: Decodable {}
 
 /// Quotes a SQL identifier: `"name"`, with `"` doubled.
 func quoteIdentifier(_ name: String) -> String {

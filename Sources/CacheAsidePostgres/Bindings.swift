@@ -8,7 +8,7 @@ struct Bindings {
     var offsets: [Int] = []  // -1 for NULL
     var bytes: [UInt8] = []
 
-    init(_ parameters: [any PostgresEncodable]) throws {
+    init(_ parameters: [any PGEncodable]) throws {
         guard !parameters.isEmpty else { return }
         let n = parameters.count
         types.reserveCapacity(n)
@@ -29,16 +29,16 @@ struct Bindings {
             let start = bytes.count
             do {
                 try parameter.encode(into: &bytes)
-            } catch let error as PostgresError {
+            } catch let error as PGError {
                 var e = error
                 e.kind = .encoding
                 e.message = "parameter $\(i + 1) (\(type)): \(error.message)"
                 throw e
             } catch {
-                throw PostgresError(.encoding, "parameter $\(i + 1) (\(type)): \(error)", underlying: error)
+                throw PGError(.encoding, "parameter $\(i + 1) (\(type)): \(error)", underlying: error)
             }
             guard bytes.count - start <= Int(Int32.max) else {
-                throw PostgresError(.encoding, "parameter $\(i + 1) (\(type)) is larger than 2 GiB")
+                throw PGError(.encoding, "parameter $\(i + 1) (\(type)) is larger than 2 GiB")
             }
             lengths.append(Int32(bytes.count - start))
             offsets.append(start)

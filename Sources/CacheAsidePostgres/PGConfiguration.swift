@@ -2,19 +2,19 @@ import CLibpq
 import Foundation
 
 /// Where and how to connect to PostgreSQL, and how many connections a
-/// ``PostgresClient`` may hold.
+/// ``PGClient`` may hold.
 ///
 /// Build one from a URL (the ecosystem's `DATABASE_URL` habit) or from a libpq keyword
 /// string:
 ///
 /// ```swift
-/// let config = try PostgresConfiguration(url: "postgres://app:secret@db.internal:5432/app?sslmode=require")
-/// let same = try PostgresConfiguration(keywords: "host=db.internal user=app password=secret dbname=app sslmode=require")
+/// let config = try PGConfiguration(url: "postgres://app:secret@db.internal:5432/app?sslmode=require")
+/// let same = try PGConfiguration(keywords: "host=db.internal user=app password=secret dbname=app sslmode=require")
 /// ```
 ///
 /// ``description`` never shows the password; ``connectionString`` does, and is meant
 /// for libpq only.
-public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     /// libpq's `sslmode`.
     public enum SSLMode: String, Sendable, CaseIterable {
         case disable, allow, prefer, require
@@ -45,12 +45,12 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
     /// `sslrootcert`, ...), passed to libpq as they are, in order.
     public var additionalKeywords: [(key: String, value: String)] = []
 
-    /// Connections a ``PostgresClient`` keeps open even when idle. Default 0.
+    /// Connections a ``PGClient`` keeps open even when idle. Default 0.
     public var minConnections: Int = 0
-    /// The most connections a ``PostgresClient`` opens at once. Default 10.
+    /// The most connections a ``PGClient`` opens at once. Default 10.
     public var maxConnections: Int = 10
     /// How long a caller waits for a pooled connection before failing with a
-    /// ``PostgresError/Kind/timeout`` error. Default 5 seconds.
+    /// ``PGError/Kind/timeout`` error. Default 5 seconds.
     public var acquireTimeout: Duration = .seconds(5)
     /// How many statements each connection keeps prepared (least recently used ones
     /// are deallocated beyond it). 0 disables preparing. Default 256.
@@ -79,11 +79,11 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
     /// a `host` query parameter. Other query parameters must be libpq connection
     /// keywords and are passed on.
     ///
-    /// - Throws: a ``PostgresError/Kind/configuration`` error that says what is wrong
+    /// - Throws: a ``PGError/Kind/configuration`` error that says what is wrong
     ///   (never quoting the password).
     public init(url: String) throws {
-        func fail(_ message: String) -> PostgresError {
-            PostgresError(.configuration, "invalid PostgreSQL URL: \(message)")
+        func fail(_ message: String) -> PGError {
+            PGError(.configuration, "invalid PostgreSQL URL: \(message)")
         }
         var rest: Substring
         let lower = url.lowercased()
@@ -168,7 +168,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
     ///
     /// Values may be single-quoted (with `\'` and `\\` escapes). Keywords must be libpq's.
     ///
-    /// - Throws: a ``PostgresError/Kind/configuration`` error (never quoting a password).
+    /// - Throws: a ``PGError/Kind/configuration`` error (never quoting a password).
     public init(keywords: String) throws {
         self.init()
         let chars = Array(keywords.unicodeScalars)
@@ -184,7 +184,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
             }
             skipSpaces()
             guard i < chars.count && chars[i] == "=" else {
-                throw PostgresError(.configuration, "invalid PostgreSQL keyword string: missing \"=\" after keyword \"\(key.lowercased() == "password" ? "password" : key)\"")
+                throw PGError(.configuration, "invalid PostgreSQL keyword string: missing \"=\" after keyword \"\(key.lowercased() == "password" ? "password" : key)\"")
             }
             i += 1
             skipSpaces()
@@ -204,7 +204,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
                     i += 1
                 }
                 guard closed else {
-                    throw PostgresError(.configuration, "invalid PostgreSQL keyword string: unterminated quoted value for \"\(key)\"")
+                    throw PGError(.configuration, "invalid PostgreSQL keyword string: unterminated quoted value for \"\(key)\"")
                 }
             } else {
                 while i < chars.count && !chars[i].properties.isWhitespace {
@@ -227,7 +227,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
             host = value.isEmpty ? nil : value
         case "port":
             guard let p = Int(value), (1...65535).contains(p) else {
-                throw PostgresError(.configuration, "invalid PostgreSQL \(source): invalid port \"\(value)\" (expected 1-65535)")
+                throw PGError(.configuration, "invalid PostgreSQL \(source): invalid port \"\(value)\" (expected 1-65535)")
             }
             port = p
         case "user": user = value.isEmpty ? nil : value
@@ -235,18 +235,18 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
         case "dbname": database = value.isEmpty ? nil : value
         case "sslmode":
             guard let mode = SSLMode(rawValue: value) else {
-                throw PostgresError(.configuration, "invalid PostgreSQL \(source): invalid sslmode \"\(value)\" (expected one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw PGError(.configuration, "invalid PostgreSQL \(source): invalid sslmode \"\(value)\" (expected one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             sslMode = mode
         case "application_name": applicationName = value
         case "connect_timeout":
             guard let seconds = Int(value.trimmingCharacters(in: .whitespaces)) else {
-                throw PostgresError(.configuration, "invalid PostgreSQL \(source): invalid connect_timeout \"\(value)\" (expected whole seconds)")
+                throw PGError(.configuration, "invalid PostgreSQL \(source): invalid connect_timeout \"\(value)\" (expected whole seconds)")
             }
             connectTimeout = seconds > 0 ? .seconds(seconds) : nil
         default:
             guard Self.libpqKeywords.contains(keyword) else {
-                throw PostgresError(.configuration, "invalid PostgreSQL \(source): unknown connection parameter \"\(keyword)\"")
+                throw PGError(.configuration, "invalid PostgreSQL \(source): unknown connection parameter \"\(keyword)\"")
             }
             additionalKeywords.append((keyword, value))
         }
@@ -268,7 +268,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
     static func percentDecode(_ text: Substring, what: String) throws -> String {
         guard text.contains("%") else { return String(text) }
         guard let decoded = String(text).removingPercentEncoding else {
-            throw PostgresError(.configuration, "invalid PostgreSQL URL: bad percent-encoding in the \(what)")
+            throw PGError(.configuration, "invalid PostgreSQL URL: bad percent-encoding in the \(what)")
         }
         return decoded
     }
@@ -338,7 +338,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible, CustomDe
 
     /// Same as ``description``: no password.
     public var debugDescription: String {
-        "PostgresConfiguration(\(description), pool: \(minConnections)...\(maxConnections), acquireTimeout: \(acquireTimeout))"
+        "PGConfiguration(\(description), pool: \(minConnections)...\(maxConnections), acquireTimeout: \(acquireTimeout))"
     }
 
     /// True when connecting involves resolving a host name (which libpq does

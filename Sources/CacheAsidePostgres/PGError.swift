@@ -7,7 +7,7 @@ import Foundation
 /// not be made or was lost) is not a ``Kind/query`` error (the server refused a
 /// statement), so a caller can retry the one and not the other. No error ever contains
 /// a password.
-public struct PostgresError: Error, Sendable, CustomStringConvertible {
+public struct PGError: Error, Sendable, CustomStringConvertible {
     /// The class of failure.
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
         let name: String
@@ -15,7 +15,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         public static let connection = Kind(name: "connection")
         /// The server rejected the credentials.
         public static let authentication = Kind(name: "authentication")
-        /// The server reported an error for a statement (see ``PostgresError/sqlState``).
+        /// The server reported an error for a statement (see ``PGError/sqlState``).
         public static let query = Kind(name: "query")
         /// Something took longer than allowed: acquiring a pooled connection or
         /// connecting.
@@ -25,7 +25,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         /// The client or connection was shut down or closed.
         public static let closed = Kind(name: "closed")
         /// A value could not be decoded from a result column (see
-        /// ``PostgresError/column``).
+        /// ``PGError/column``).
         public static let decoding = Kind(name: "decoding")
         /// A parameter could not be encoded.
         public static let encoding = Kind(name: "encoding")
@@ -114,12 +114,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     var notSent = false
 }
 
-extension PostgresError {
-    static func closed(_ message: String = "the connection is closed") -> PostgresError {
-        PostgresError(.closed, message)
+extension PGError {
+    static func closed(_ message: String = "the connection is closed") -> PGError {
+        PGError(.closed, message)
     }
-    static func cancelled(sql: String? = nil) -> PostgresError {
-        var e = PostgresError(.cancelled, "the task was cancelled", sql: sql)
+    static func cancelled(sql: String? = nil) -> PGError {
+        var e = PGError(.cancelled, "the task was cancelled", sql: sql)
         e.sqlState = nil
         return e
     }

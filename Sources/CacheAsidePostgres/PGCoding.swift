@@ -10,17 +10,17 @@ import Foundation
 /// Conforming types: `Int`, `Int16`, `Int32`, `Int64`, `String`, `Bool`, `Double`,
 /// `Float`, `Date` (as `timestamptz`), `UUID`, `Data` and `[UInt8]` (as `bytea`),
 /// `Optional` (`nil` is SQL `NULL`), arrays of those element types (`[Int64]` as
-/// `int8[]`, `[String]` as `text[]`, for `id = ANY($1)`), and ``PostgresJSON`` (as
+/// `int8[]`, `[String]` as `text[]`, for `id = ANY($1)`), and ``PGJSON`` (as
 /// `jsonb`).
 ///
 /// `String` is sent with no declared type, as a SQL literal would be, so that the server
 /// converts it to whatever the context needs (`uuid`, `citext`, an enum, `jsonb`...).
-public protocol PostgresEncodable: Sendable {
-    /// The type the parameter is declared with; ``PostgresDataType/unknown`` lets the
+public protocol PGEncodable: Sendable {
+    /// The type the parameter is declared with; ``PGDataType/unknown`` lets the
     /// server infer it from the statement.
-    static var postgresDataType: PostgresDataType { get }
+    static var postgresDataType: PGDataType { get }
     /// The wire format ``encode(into:)`` produces. Default: binary.
-    static var postgresFormat: PostgresFormat { get }
+    static var postgresFormat: PGFormat { get }
     /// True when the value is SQL `NULL` (``encode(into:)`` is then not called).
     /// Default: false.
     var isPostgresNull: Bool { get }
@@ -28,24 +28,24 @@ public protocol PostgresEncodable: Sendable {
     func encode(into buffer: inout [UInt8]) throws
 }
 
-extension PostgresEncodable {
-    public static var postgresFormat: PostgresFormat { .binary }
+extension PGEncodable {
+    public static var postgresFormat: PGFormat { .binary }
     public var isPostgresNull: Bool { false }
 }
 
-/// One column's value in a result, handed to ``PostgresDecodable/decode(from:)``.
+/// One column's value in a result, handed to ``PGDecodable/decode(from:)``.
 ///
 /// `bytes` points into the result's memory and is valid only during the call.
-public struct PostgresValue {
+public struct PGValue {
     /// The column's type.
-    public let dataType: PostgresDataType
+    public let dataType: PGDataType
     /// The value's wire format (results of this module's queries are binary).
-    public let format: PostgresFormat
+    public let format: PGFormat
     /// The value's bytes, or `nil` for SQL `NULL`.
     public let bytes: UnsafeRawBufferPointer?
 
     /// Creates a value (for custom decoders and tests).
-    public init(dataType: PostgresDataType, format: PostgresFormat, bytes: UnsafeRawBufferPointer?) {
+    public init(dataType: PGDataType, format: PGFormat, bytes: UnsafeRawBufferPointer?) {
         self.dataType = dataType
         self.format = format
         self.bytes = bytes
@@ -58,19 +58,19 @@ public struct PostgresValue {
     /// non-optional type.
     public func requireBytes<T>(for type: T.Type) throws -> UnsafeRawBufferPointer {
         guard let bytes else {
-            throw PostgresDecodingFailure("cannot decode NULL into non-optional \(T.self); decode an Optional")
+            throw PGDecodingFailure("cannot decode NULL into non-optional \(T.self); decode an Optional")
         }
         return bytes
     }
 
-    func mismatch<T>(_ type: T.Type) -> PostgresDecodingFailure {
-        PostgresDecodingFailure("cannot decode a \(dataType) value into \(T.self)")
+    func mismatch<T>(_ type: T.Type) -> PGDecodingFailure {
+        PGDecodingFailure("cannot decode a \(dataType) value into \(T.self)")
     }
 }
 
-/// Why a column value could not be decoded. Rows turn it into a ``PostgresError`` of kind
-/// ``PostgresError/Kind/decoding`` that names the column.
-public struct PostgresDecodingFailure: Error, Sendable, CustomStringConvertible {
+/// Why a column value could not be decoded. Rows turn it into a ``PGError`` of kind
+/// ``PGError/Kind/decoding`` that names the column.
+public struct PGDecodingFailure: Error, Sendable, CustomStringConvertible {
     /// What went wrong.
     public var reason: String
     /// Creates a failure.
@@ -80,12 +80,12 @@ public struct PostgresDecodingFailure: Error, Sendable, CustomStringConvertible 
 
 /// A type that can be decoded from a result column.
 ///
-/// The same types as ``PostgresEncodable`` conform, and decode from the types they
+/// The same types as ``PGEncodable`` conform, and decode from the types they
 /// encode to (plus compatible ones: `Int64` from any integer column, `String` from any
 /// text-like column, `Date` from `timestamp`, `timestamptz` or `date`, ...).
-public protocol PostgresDecodable {
-    /// Decodes a value; throws ``PostgresDecodingFailure`` (or any error) when it cannot.
-    static func decode(from value: PostgresValue) throws -> Self
+public protocol PGDecodable {
+    /// Decodes a value; throws ``PGDecodingFailure`` (or any error) when it cannot.
+    static func decode(from value: PGValue) throws -> Self
 }
 
 // MARK: - Byte helpers
@@ -105,7 +105,7 @@ extension Array where Element == UInt8 {
 }
 
 @inline(__always)
-func decodeInteger<T: FixedWidthInteger>(_ value: PostgresValue, as type: T.Type) throws -> T {
+func decodeInteger<T: FixedWidthInteger>(_ value: PGValue, as type: T.Type) throws -> T {
     let bytes = try value.requireBytes(for: T.self)
     guard value.format == .binary else { throw value.mismatch(T.self) }
     let wide: Int64
@@ -117,53 +117,53 @@ func decodeInteger<T: FixedWidthInteger>(_ value: PostgresValue, as type: T.Type
     default: throw value.mismatch(T.self)
     }
     guard let result = T(exactly: wide) else {
-        throw PostgresDecodingFailure("value \(wide) of type \(value.dataType) does not fit in \(T.self)")
+        throw PGDecodingFailure("value \(wide) of type \(value.dataType) does not fit in \(T.self)")
     }
     return result
 }
 
 // MARK: - Integers
 
-extension Int64: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .int8 }
+extension Int64: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .int8 }
     public func encode(into buffer: inout [UInt8]) { buffer.appendBigEndian(self) }
-    public static func decode(from value: PostgresValue) throws -> Int64 { try decodeInteger(value, as: Int64.self) }
+    public static func decode(from value: PGValue) throws -> Int64 { try decodeInteger(value, as: Int64.self) }
 }
 
-extension Int: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .int8 }
+extension Int: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .int8 }
     public func encode(into buffer: inout [UInt8]) { buffer.appendBigEndian(Int64(self)) }
-    public static func decode(from value: PostgresValue) throws -> Int { try decodeInteger(value, as: Int.self) }
+    public static func decode(from value: PGValue) throws -> Int { try decodeInteger(value, as: Int.self) }
 }
 
-extension Int32: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .int4 }
+extension Int32: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .int4 }
     public func encode(into buffer: inout [UInt8]) { buffer.appendBigEndian(self) }
-    public static func decode(from value: PostgresValue) throws -> Int32 { try decodeInteger(value, as: Int32.self) }
+    public static func decode(from value: PGValue) throws -> Int32 { try decodeInteger(value, as: Int32.self) }
 }
 
-extension Int16: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .int2 }
+extension Int16: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .int2 }
     public func encode(into buffer: inout [UInt8]) { buffer.appendBigEndian(self) }
-    public static func decode(from value: PostgresValue) throws -> Int16 { try decodeInteger(value, as: Int16.self) }
+    public static func decode(from value: PGValue) throws -> Int16 { try decodeInteger(value, as: Int16.self) }
 }
 
 // MARK: - Bool, floating point
 
-extension Bool: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .bool }
+extension Bool: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .bool }
     public func encode(into buffer: inout [UInt8]) { buffer.append(self ? 1 : 0) }
-    public static func decode(from value: PostgresValue) throws -> Bool {
+    public static func decode(from value: PGValue) throws -> Bool {
         let bytes = try value.requireBytes(for: Bool.self)
         guard value.dataType == .bool, value.format == .binary, bytes.count == 1 else { throw value.mismatch(Bool.self) }
         return bytes[0] != 0
     }
 }
 
-extension Double: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .float8 }
+extension Double: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .float8 }
     public func encode(into buffer: inout [UInt8]) { buffer.appendBigEndian(bitPattern) }
-    public static func decode(from value: PostgresValue) throws -> Double {
+    public static func decode(from value: PGValue) throws -> Double {
         let bytes = try value.requireBytes(for: Double.self)
         guard value.format == .binary else { throw value.mismatch(Double.self) }
         switch value.dataType {
@@ -179,10 +179,10 @@ extension Double: PostgresEncodable, PostgresDecodable {
     }
 }
 
-extension Float: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .float4 }
+extension Float: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .float4 }
     public func encode(into buffer: inout [UInt8]) { buffer.appendBigEndian(bitPattern) }
-    public static func decode(from value: PostgresValue) throws -> Float {
+    public static func decode(from value: PGValue) throws -> Float {
         if value.dataType == .float4, let bytes = value.bytes, bytes.count == 4, value.format == .binary {
             return Float(bitPattern: bytes.readBigEndian(UInt32.self, at: 0))
         }
@@ -192,19 +192,19 @@ extension Float: PostgresEncodable, PostgresDecodable {
 
 // MARK: - String
 
-extension String: PostgresEncodable, PostgresDecodable {
+extension String: PGEncodable, PGDecodable {
     /// Strings are sent untyped, as literals are: the server converts them to the type
     /// the statement needs.
-    public static var postgresDataType: PostgresDataType { .unknown }
-    public static var postgresFormat: PostgresFormat { .text }
+    public static var postgresDataType: PGDataType { .unknown }
+    public static var postgresFormat: PGFormat { .text }
     public func encode(into buffer: inout [UInt8]) throws {
         let start = buffer.count
         buffer.append(contentsOf: utf8)
         if buffer[start...].contains(0) {
-            throw PostgresError(.encoding, "a String parameter contains a NUL character, which PostgreSQL text cannot hold; bind it as Data (bytea)")
+            throw PGError(.encoding, "a String parameter contains a NUL character, which PostgreSQL text cannot hold; bind it as Data (bytea)")
         }
     }
-    public static func decode(from value: PostgresValue) throws -> String {
+    public static func decode(from value: PGValue) throws -> String {
         let bytes = try value.requireBytes(for: String.self)
         if value.format == .text || value.dataType.isTextual || value.dataType == .json {
             return String(decoding: bytes, as: UTF8.self)
@@ -226,9 +226,9 @@ extension String: PostgresEncodable, PostgresDecodable {
 /// Microseconds between 2000-01-01 (PostgreSQL's epoch) and 2001-01-01 (Foundation's).
 let postgresEpochOffsetMicroseconds: Int64 = 31_622_400_000_000
 
-extension Date: PostgresEncodable, PostgresDecodable {
+extension Date: PGEncodable, PGDecodable {
     /// Dates are sent as `timestamptz`, to the microsecond (PostgreSQL's precision).
-    public static var postgresDataType: PostgresDataType { .timestamptz }
+    public static var postgresDataType: PGDataType { .timestamptz }
     public func encode(into buffer: inout [UInt8]) throws {
         let seconds = timeIntervalSinceReferenceDate
         let micros: Int64
@@ -239,13 +239,13 @@ extension Date: PostgresEncodable, PostgresDecodable {
         } else {
             let scaled = (seconds * 1_000_000).rounded()
             guard scaled.isFinite, abs(scaled) < 9.0e18 else {
-                throw PostgresError(.encoding, "the Date \(seconds) is out of timestamptz's range")
+                throw PGError(.encoding, "the Date \(seconds) is out of timestamptz's range")
             }
             micros = Int64(scaled) + postgresEpochOffsetMicroseconds
         }
         buffer.appendBigEndian(micros)
     }
-    public static func decode(from value: PostgresValue) throws -> Date {
+    public static func decode(from value: PGValue) throws -> Date {
         let bytes = try value.requireBytes(for: Date.self)
         guard value.format == .binary else { throw value.mismatch(Date.self) }
         switch value.dataType {
@@ -264,12 +264,12 @@ extension Date: PostgresEncodable, PostgresDecodable {
     }
 }
 
-extension UUID: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .uuid }
+extension UUID: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .uuid }
     public func encode(into buffer: inout [UInt8]) {
         withUnsafeBytes(of: uuid) { buffer.append(contentsOf: $0) }
     }
-    public static func decode(from value: PostgresValue) throws -> UUID {
+    public static func decode(from value: PGValue) throws -> UUID {
         let bytes = try value.requireBytes(for: UUID.self)
         if value.dataType == .uuid, value.format == .binary, bytes.count == 16 {
             var raw: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -284,10 +284,10 @@ extension UUID: PostgresEncodable, PostgresDecodable {
     }
 }
 
-extension Data: PostgresEncodable, PostgresDecodable {
-    public static var postgresDataType: PostgresDataType { .bytea }
+extension Data: PGEncodable, PGDecodable {
+    public static var postgresDataType: PGDataType { .bytea }
     public func encode(into buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
-    public static func decode(from value: PostgresValue) throws -> Data {
+    public static func decode(from value: PGValue) throws -> Data {
         let bytes = try value.requireBytes(for: Data.self)
         guard value.dataType == .bytea, value.format == .binary else { throw value.mismatch(Data.self) }
         return Data(bytes)
@@ -296,9 +296,9 @@ extension Data: PostgresEncodable, PostgresDecodable {
 
 // MARK: - Optional
 
-extension Optional: PostgresEncodable where Wrapped: PostgresEncodable {
-    public static var postgresDataType: PostgresDataType { Wrapped.postgresDataType }
-    public static var postgresFormat: PostgresFormat { Wrapped.postgresFormat }
+extension Optional: PGEncodable where Wrapped: PGEncodable {
+    public static var postgresDataType: PGDataType { Wrapped.postgresDataType }
+    public static var postgresFormat: PGFormat { Wrapped.postgresFormat }
     public var isPostgresNull: Bool {
         switch self {
         case .none: return true
@@ -310,8 +310,8 @@ extension Optional: PostgresEncodable where Wrapped: PostgresEncodable {
     }
 }
 
-extension Optional: PostgresDecodable where Wrapped: PostgresDecodable {
-    public static func decode(from value: PostgresValue) throws -> Wrapped? {
+extension Optional: PGDecodable where Wrapped: PGDecodable {
+    public static func decode(from value: PGValue) throws -> Wrapped? {
         if value.isNull { return nil }
         return try Wrapped.decode(from: value)
     }
@@ -321,23 +321,23 @@ extension Optional: PostgresDecodable where Wrapped: PostgresDecodable {
 
 /// A type whose arrays can be bound and decoded (`[Int64]` as `int8[]`, `[String]` as
 /// `text[]`, ...). `UInt8` is the exception: `[UInt8]` is `bytea`.
-public protocol PostgresArrayElement: Sendable {
+public protocol PGArrayElement: Sendable {
     /// The array type (`int8[]` for `Int64`).
-    static var postgresArrayDataType: PostgresDataType { get }
+    static var postgresArrayDataType: PGDataType { get }
     /// The element type inside the array (`int8` for `Int64`).
-    static var postgresElementDataType: PostgresDataType { get }
+    static var postgresElementDataType: PGDataType { get }
     /// Appends one element's binary form.
     func encodeElement(into buffer: inout [UInt8]) throws
     /// Decodes one element from its binary form.
-    static func decodeElement(from value: PostgresValue) throws -> Self
+    static func decodeElement(from value: PGValue) throws -> Self
     /// Encodes a whole array (customization point; the default writes PostgreSQL's
     /// binary array format).
     static func encodeArray(_ array: [Self], into buffer: inout [UInt8]) throws
     /// Decodes a whole array (customization point).
-    static func decodeArray(from value: PostgresValue) throws -> [Self]
+    static func decodeArray(from value: PGValue) throws -> [Self]
 }
 
-extension PostgresArrayElement {
+extension PGArrayElement {
     public static func encodeArray(_ array: [Self], into buffer: inout [UInt8]) throws {
         buffer.appendBigEndian(Int32(array.isEmpty ? 0 : 1))  // dimensions
         buffer.appendBigEndian(Int32(0))  // no NULLs
@@ -357,31 +357,31 @@ extension PostgresArrayElement {
         }
     }
 
-    public static func decodeArray(from value: PostgresValue) throws -> [Self] {
+    public static func decodeArray(from value: PGValue) throws -> [Self] {
         let bytes = try value.requireBytes(for: [Self].self)
         guard value.format == .binary, value.dataType == postgresArrayDataType || bytes.count >= 12 && isCompatibleArray(value.dataType) else {
             throw value.mismatch([Self].self)
         }
-        guard bytes.count >= 12 else { throw PostgresDecodingFailure("truncated array") }
+        guard bytes.count >= 12 else { throw PGDecodingFailure("truncated array") }
         let dimensions = bytes.readBigEndian(Int32.self, at: 0)
-        let elementType = PostgresDataType(bytes.readBigEndian(UInt32.self, at: 8))
+        let elementType = PGDataType(bytes.readBigEndian(UInt32.self, at: 8))
         if dimensions == 0 { return [] }
         guard dimensions == 1, bytes.count >= 20 else {
-            throw PostgresDecodingFailure("cannot decode a \(dimensions)-dimensional array into [\(Self.self)]")
+            throw PGDecodingFailure("cannot decode a \(dimensions)-dimensional array into [\(Self.self)]")
         }
         let count = Int(bytes.readBigEndian(Int32.self, at: 12))
         var offset = 20
         var result: [Self] = []
         result.reserveCapacity(count)
         for index in 0..<count {
-            guard offset + 4 <= bytes.count else { throw PostgresDecodingFailure("truncated array") }
+            guard offset + 4 <= bytes.count else { throw PGDecodingFailure("truncated array") }
             let length = Int(bytes.readBigEndian(Int32.self, at: offset))
             offset += 4
             if length < 0 {
-                throw PostgresDecodingFailure("array element \(index + 1) is NULL, which [\(Self.self)] cannot hold")
+                throw PGDecodingFailure("array element \(index + 1) is NULL, which [\(Self.self)] cannot hold")
             }
-            guard offset + length <= bytes.count else { throw PostgresDecodingFailure("truncated array") }
-            let element = PostgresValue(
+            guard offset + length <= bytes.count else { throw PGDecodingFailure("truncated array") }
+            let element = PGValue(
                 dataType: elementType, format: .binary,
                 bytes: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)]))
             result.append(try decodeElement(from: element))
@@ -390,7 +390,7 @@ extension PostgresArrayElement {
         return result
     }
 
-    static func isCompatibleArray(_ type: PostgresDataType) -> Bool {
+    static func isCompatibleArray(_ type: PGDataType) -> Bool {
         switch type {
         case .int2Array, .int4Array, .int8Array, .textArray, .varcharArray, .nameArray, .bpcharArray,
              .float4Array, .float8Array, .numericArray, .timestampArray, .timestamptzArray, .dateArray,
@@ -402,50 +402,50 @@ extension PostgresArrayElement {
     }
 }
 
-extension PostgresArrayElement where Self: PostgresEncodable & PostgresDecodable {
-    public static var postgresElementDataType: PostgresDataType { postgresDataType }
+extension PGArrayElement where Self: PGEncodable & PGDecodable {
+    public static var postgresElementDataType: PGDataType { postgresDataType }
     public func encodeElement(into buffer: inout [UInt8]) throws { try encode(into: &buffer) }
-    public static func decodeElement(from value: PostgresValue) throws -> Self { try decode(from: value) }
+    public static func decodeElement(from value: PGValue) throws -> Self { try decode(from: value) }
 }
 
-extension Int64: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .int8Array } }
-extension Int: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .int8Array } }
-extension Int32: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .int4Array } }
-extension Int16: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .int2Array } }
-extension Bool: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .boolArray } }
-extension Double: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .float8Array } }
-extension Float: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .float4Array } }
-extension UUID: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .uuidArray } }
-extension Date: PostgresArrayElement { public static var postgresArrayDataType: PostgresDataType { .timestamptzArray } }
-extension String: PostgresArrayElement {
-    public static var postgresArrayDataType: PostgresDataType { .textArray }
+extension Int64: PGArrayElement { public static var postgresArrayDataType: PGDataType { .int8Array } }
+extension Int: PGArrayElement { public static var postgresArrayDataType: PGDataType { .int8Array } }
+extension Int32: PGArrayElement { public static var postgresArrayDataType: PGDataType { .int4Array } }
+extension Int16: PGArrayElement { public static var postgresArrayDataType: PGDataType { .int2Array } }
+extension Bool: PGArrayElement { public static var postgresArrayDataType: PGDataType { .boolArray } }
+extension Double: PGArrayElement { public static var postgresArrayDataType: PGDataType { .float8Array } }
+extension Float: PGArrayElement { public static var postgresArrayDataType: PGDataType { .float4Array } }
+extension UUID: PGArrayElement { public static var postgresArrayDataType: PGDataType { .uuidArray } }
+extension Date: PGArrayElement { public static var postgresArrayDataType: PGDataType { .timestamptzArray } }
+extension String: PGArrayElement {
+    public static var postgresArrayDataType: PGDataType { .textArray }
     /// Inside an array, strings are `text`.
-    public static var postgresElementDataType: PostgresDataType { .text }
+    public static var postgresElementDataType: PGDataType { .text }
 }
 
-extension UInt8: PostgresArrayElement {
+extension UInt8: PGArrayElement {
     /// `[UInt8]` is `bytea`, not an array.
-    public static var postgresArrayDataType: PostgresDataType { .bytea }
-    public static var postgresElementDataType: PostgresDataType { .bytea }
+    public static var postgresArrayDataType: PGDataType { .bytea }
+    public static var postgresElementDataType: PGDataType { .bytea }
     public func encodeElement(into buffer: inout [UInt8]) { buffer.append(self) }
-    public static func decodeElement(from value: PostgresValue) throws -> UInt8 {
-        throw PostgresDecodingFailure("UInt8 is decoded only as part of [UInt8] (bytea)")
+    public static func decodeElement(from value: PGValue) throws -> UInt8 {
+        throw PGDecodingFailure("UInt8 is decoded only as part of [UInt8] (bytea)")
     }
     public static func encodeArray(_ array: [UInt8], into buffer: inout [UInt8]) { buffer.append(contentsOf: array) }
-    public static func decodeArray(from value: PostgresValue) throws -> [UInt8] {
+    public static func decodeArray(from value: PGValue) throws -> [UInt8] {
         let bytes = try value.requireBytes(for: [UInt8].self)
         guard value.dataType == .bytea, value.format == .binary else { throw value.mismatch([UInt8].self) }
         return Array(bytes)
     }
 }
 
-extension Array: PostgresEncodable where Element: PostgresArrayElement {
-    public static var postgresDataType: PostgresDataType { Element.postgresArrayDataType }
+extension Array: PGEncodable where Element: PGArrayElement {
+    public static var postgresDataType: PGDataType { Element.postgresArrayDataType }
     public func encode(into buffer: inout [UInt8]) throws { try Element.encodeArray(self, into: &buffer) }
 }
 
-extension Array: PostgresDecodable where Element: PostgresArrayElement {
-    public static func decode(from value: PostgresValue) throws -> [Element] { try Element.decodeArray(from: value) }
+extension Array: PGDecodable where Element: PGArrayElement {
+    public static func decode(from value: PGValue) throws -> [Element] { try Element.decodeArray(from: value) }
 }
 
 // MARK: - numeric
@@ -453,7 +453,7 @@ extension Array: PostgresDecodable where Element: PostgresArrayElement {
 /// PostgreSQL's binary `numeric` as decimal text.
 enum NumericText {
     static func decode(_ bytes: UnsafeRawBufferPointer) throws -> String {
-        guard bytes.count >= 8 else { throw PostgresDecodingFailure("truncated numeric") }
+        guard bytes.count >= 8 else { throw PGDecodingFailure("truncated numeric") }
         let ndigits = Int(bytes.readBigEndian(Int16.self, at: 0))
         let weight = Int(bytes.readBigEndian(Int16.self, at: 2))
         let sign = bytes.readBigEndian(UInt16.self, at: 4)
@@ -464,7 +464,7 @@ enum NumericText {
         case 0xF000: return "-Infinity"
         default: break
         }
-        guard bytes.count >= 8 + 2 * ndigits else { throw PostgresDecodingFailure("truncated numeric") }
+        guard bytes.count >= 8 + 2 * ndigits else { throw PGDecodingFailure("truncated numeric") }
         var digits: [Int] = []
         for i in 0..<ndigits { digits.append(Int(bytes.readBigEndian(Int16.self, at: 8 + 2 * i))) }
         var text = sign == 0x4000 ? "-" : ""

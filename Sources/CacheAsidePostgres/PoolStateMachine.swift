@@ -2,7 +2,7 @@ import DequeModule
 
 /// The connection pool's logic, with no sockets, tasks or clock: every event comes in
 /// with the current time, and every effect goes out as an ``Actions`` value for the
-/// caller to carry out. ``PostgresClient`` drives it under a lock; the tests drive it
+/// caller to carry out. ``PGClient`` drives it under a lock; the tests drive it
 /// with a fake clock.
 ///
 /// Rules:

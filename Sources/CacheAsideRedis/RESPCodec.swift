@@ -60,7 +60,7 @@ enum RESPEncoder {
 
     /// Encodes `name key`: the hot path of single-key commands (GET, INCR, TTL, ...),
     /// with no intermediate copy of the key.
-    static func encode(_ name: StaticString, _ key: String) throws(RedisError) -> EncodedCommand {
+    static func encode(_ name: StaticString, _ key: String) throws(RESPError) -> EncodedCommand {
         var key = key
         let encoded: EncodedCommand? = key.withUTF8 { k in
             withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: 2) { argv in
@@ -78,7 +78,7 @@ enum RESPEncoder {
     }
 
     /// Encodes a command from typed arguments.
-    static func encode(_ arguments: [RedisArgument]) throws(RedisError) -> EncodedCommand {
+    static func encode(_ arguments: [RedisArgument]) throws(RESPError) -> EncodedCommand {
         var capacity = 0
         for argument in arguments {
             switch argument {
@@ -116,7 +116,7 @@ enum RESPEncoder {
     }
 
     /// Encodes a command given as raw arguments.
-    static func encode(_ arguments: [[UInt8]]) throws(RedisError) -> EncodedCommand {
+    static func encode(_ arguments: [[UInt8]]) throws(RESPError) -> EncodedCommand {
         var capacity = 0
         for argument in arguments { capacity += argument.count }
         let encoded = flatten(count: arguments.count, capacity: capacity) { flat, lengths in
@@ -134,7 +134,7 @@ enum RESPEncoder {
     }
 
     /// Concatenates encoded commands into one buffer (a pipeline), freeing them.
-    static func concatenate(_ commands: [EncodedCommand]) throws(RedisError) -> EncodedCommand {
+    static func concatenate(_ commands: [EncodedCommand]) throws(RESPError) -> EncodedCommand {
         var total = 0
         for command in commands { total += command.count }
         guard let base = malloc(max(total, 1)) else {
@@ -182,7 +182,7 @@ enum RESPEncoder {
         return EncodedCommand(hiredis: target, count: Int(n))
     }
 
-    private static func formatFailure() -> RedisError {
+    private static func formatFailure() -> RESPError {
         .protocolError("could not encode the command (no arguments, or out of memory)")
     }
 
@@ -237,7 +237,7 @@ private func cString(_ pointer: UnsafePointer<UInt8>) -> UnsafePointer<CChar> {
 final class RESPParser {
     private let reader: UnsafeMutablePointer<redisReader>
 
-    init() throws(RedisError) {
+    init() throws(RESPError) {
         guard let reader = redisReaderCreate() else {
             throw .protocolError("out of memory creating a RESP reader")
         }
@@ -249,7 +249,7 @@ final class RESPParser {
     }
 
     /// Appends received bytes.
-    func feed(_ bytes: UnsafeRawBufferPointer) throws(RedisError) {
+    func feed(_ bytes: UnsafeRawBufferPointer) throws(RESPError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         if redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count) != REDIS_OK {
             throw .protocolError(errorText())
@@ -257,14 +257,14 @@ final class RESPParser {
     }
 
     /// The next complete reply, or `nil` when more bytes are needed.
-    func next() throws(RedisError) -> RESPValue? {
+    func next() throws(RESPError) -> RESPReply? {
         var reply: UnsafeMutableRawPointer?
         guard redisReaderGetReply(reader, &reply) == REDIS_OK else {
             throw .protocolError("invalid reply from the server: \(errorText())")
         }
         guard let reply else { return nil }
         defer { freeReplyObject(reply) }
-        return RESPValue(reply: reply.assumingMemoryBound(to: redisReply.self))
+        return RESPReply(reply: reply.assumingMemoryBound(to: redisReply.self))
     }
 
     private func errorText() -> String {
@@ -274,7 +274,7 @@ final class RESPParser {
     }
 }
 
-extension RESPValue {
+extension RESPReply {
     /// Converts a hiredis reply tree.
     init(reply: UnsafePointer<redisReply>) {
         let r = reply.pointee
@@ -288,12 +288,12 @@ extension RESPValue {
         case REDIS_REPLY_INTEGER:
             self = .integer(Int64(r.integer))
         case REDIS_REPLY_ARRAY:
-            var elements: [RESPValue] = []
+            var elements: [RESPReply] = []
             elements.reserveCapacity(Int(r.elements))
             if let element = r.element {
                 for i in 0..<Int(r.elements) {
                     if let child = element[i] {
-                        elements.append(RESPValue(reply: child))
+                        elements.append(RESPReply(reply: child))
                     } else {
                         elements.append(.null)
                     }

@@ -1,13 +1,13 @@
-/// How long a key set with ``RedisClient/set(_:to:expiration:condition:)`` lives.
-public enum RedisExpiration: Sendable, Hashable {
+/// How long a key set with ``RESPClient/set(_:to:expiration:condition:)`` lives.
+public enum RESPExpiration: Sendable, Hashable {
     /// `EX seconds`.
     case seconds(Int)
     /// `PX milliseconds`.
     case milliseconds(Int)
 }
 
-/// When ``RedisClient/set(_:to:expiration:condition:)`` writes.
-public enum RedisSetCondition: Sendable, Hashable {
+/// When ``RESPClient/set(_:to:expiration:condition:)`` writes.
+public enum RESPSetCondition: Sendable, Hashable {
     /// Always.
     case always
     /// Only if the key does not exist (`NX`).
@@ -16,12 +16,12 @@ public enum RedisSetCondition: Sendable, Hashable {
     case ifExists
 }
 
-extension RedisClient {
+extension RESPClient {
     // MARK: - Strings
 
     /// `GET key`: the value's bytes, or `nil` if the key does not exist.
     ///
-    /// - Throws: ``RedisError``: of kind ``RedisError/Kind/server`` (`WRONGTYPE`) if the
+    /// - Throws: ``RESPError``: of kind ``RESPError/Kind/server`` (`WRONGTYPE`) if the
     ///   key holds something other than a string; connection failures and timeouts.
     public func get(_ key: String) async throws -> [UInt8]? {
         switch try await command(RESPEncoder.encode("GET", key)) {
@@ -42,7 +42,7 @@ extension RedisClient {
     ///   (`NX` and the key exists, or `XX` and it does not).
     @discardableResult
     public func set(
-        _ key: String, to value: [UInt8], expiration: RedisExpiration? = nil, condition: RedisSetCondition = .always
+        _ key: String, to value: [UInt8], expiration: RESPExpiration? = nil, condition: RESPSetCondition = .always
     ) async throws -> Bool {
         var arguments: [RedisArgument] = [.literal("SET"), .string(key), .bytes(value)]
         switch expiration {
@@ -70,7 +70,7 @@ extension RedisClient {
     /// `SET` with a string value, sent as its UTF-8; see ``set(_:to:expiration:condition:)-(_,[UInt8],_,_)``.
     @discardableResult
     public func set(
-        _ key: String, to value: String, expiration: RedisExpiration? = nil, condition: RedisSetCondition = .always
+        _ key: String, to value: String, expiration: RESPExpiration? = nil, condition: RESPSetCondition = .always
     ) async throws -> Bool {
         try await set(key, to: Array(value.utf8), expiration: expiration, condition: condition)
     }
@@ -178,20 +178,20 @@ extension RedisClient {
     /// (`NOSCRIPT`), loads it with `SCRIPT LOAD` and retries once.
     ///
     /// - Returns: the script's reply.
-    /// - Throws: ``RedisError`` of kind ``RedisError/Kind/server`` for an error the
+    /// - Throws: ``RESPError`` of kind ``RESPError/Kind/server`` for an error the
     ///   script raised (or any other error reply); connection failures and timeouts.
-    public func evalSHA(_ script: RedisScript, keys: [String] = [], arguments: [[UInt8]] = []) async throws -> RESPValue {
+    public func evalSHA(_ script: RESPScript, keys: [String] = [], arguments: [[UInt8]] = []) async throws -> RESPReply {
         var encoded: [RedisArgument] = [.literal("EVALSHA"), .string(script.sha1), .integer(Int64(keys.count))]
         encoded.reserveCapacity(3 + keys.count + arguments.count)
         for key in keys { encoded.append(.string(key)) }
         for argument in arguments { encoded.append(.bytes(argument)) }
         let reply = try await execute(RESPEncoder.encode(encoded))
         guard case .error(let message) = reply else { return reply }
-        guard message.hasPrefix("NOSCRIPT") else { throw RedisError.server(message) }
+        guard message.hasPrefix("NOSCRIPT") else { throw RESPError.server(message) }
 
         let loaded = try await command(RESPEncoder.encode([.literal("SCRIPT"), .literal("LOAD"), .string(script.source)]))
         guard loaded.string == script.sha1 else {
-            throw RedisError.protocolError("SCRIPT LOAD returned \(loaded), expected the script's SHA-1 \(script.sha1)")
+            throw RESPError.protocolError("SCRIPT LOAD returned \(loaded), expected the script's SHA-1 \(script.sha1)")
         }
         logger.debug("loaded script \(script.sha1) after NOSCRIPT")
         return try await command(RESPEncoder.encode(encoded))
@@ -199,7 +199,7 @@ extension RedisClient {
 
     /// ``evalSHA(_:keys:arguments:)-(_,_,[[UInt8]])`` with string arguments, sent as
     /// their UTF-8.
-    public func evalSHA(_ script: RedisScript, keys: [String] = [], arguments: [String]) async throws -> RESPValue {
+    public func evalSHA(_ script: RESPScript, keys: [String] = [], arguments: [String]) async throws -> RESPReply {
         try await evalSHA(script, keys: keys, arguments: arguments.map { Array($0.utf8) })
     }
 
@@ -212,12 +212,12 @@ extension RedisClient {
         return arguments
     }
 
-    private func integer(_ command: String, _ reply: RESPValue) throws -> Int64 {
+    private func integer(_ command: String, _ reply: RESPReply) throws -> Int64 {
         guard case .integer(let value) = reply else { throw unexpected(command, reply) }
         return value
     }
 
-    private func unexpected(_ command: String, _ reply: RESPValue) -> RedisError {
+    private func unexpected(_ command: String, _ reply: RESPReply) -> RESPError {
         .protocolError("unexpected reply to \(command): \(reply)")
     }
 }

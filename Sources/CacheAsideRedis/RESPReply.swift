@@ -2,7 +2,7 @@
 ///
 /// Bulk strings are bytes (`[UInt8]`): Redis values are binary-safe, and only the
 /// caller knows whether a value is text.
-public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
+public enum RESPReply: Sendable, Hashable, CustomStringConvertible {
     /// A status reply such as `OK` or `PONG`.
     case simpleString(String)
     /// An error reply, e.g. `WRONGTYPE Operation against a key holding the wrong kind of value`.
@@ -14,7 +14,7 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     /// The null bulk string or null array (a missing key, a failed `SET NX`, ...).
     case null
     /// An array reply; its elements may themselves be arrays.
-    case array([RESPValue])
+    case array([RESPReply])
 
     /// True for ``null``.
     public var isNull: Bool {
@@ -52,7 +52,7 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The elements of an array reply; `nil` otherwise.
-    public var array: [RESPValue]? {
+    public var array: [RESPReply]? {
         if case .array(let elements) = self { return elements }
         return nil
     }

@@ -1,15 +1,15 @@
-/// Where a ``RedisClient`` connects, how it authenticates, and its timeouts.
+/// Where a ``RESPClient`` connects, how it authenticates, and its timeouts.
 ///
 /// Usually made from a URL:
 ///
 /// ```swift
-/// var configuration = try RedisConfiguration(url: "redis://cacheaside:secret@127.0.0.1:6379/0")
+/// var configuration = try RESPConfiguration(url: "redis://cacheaside:secret@127.0.0.1:6379/0")
 /// configuration.commandTimeout = .milliseconds(250)
-/// let client = RedisClient(configuration: configuration)
+/// let client = RESPClient(configuration: configuration)
 /// ```
 ///
 /// Its ``description`` never shows the password.
-public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
+public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// Where the server listens.
     public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
         /// A TCP host name or numeric address, and port.
@@ -49,7 +49,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// (1/20 of the timeout, between 2 and 25 ms), so a timeout fires up to that much
     /// late. Default: 1 second.
     public var commandTimeout: Duration = .seconds(1)
-    /// How many connections a ``RedisClient`` opens and shares among all its tasks
+    /// How many connections a ``RESPClient`` opens and shares among all its tasks
     /// (commands of many tasks are pipelined on each). Default: 2.
     public var connectionCount: Int = 2
     /// The first delay before reconnecting after a connect attempt failed. Each further
@@ -82,9 +82,9 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// `rediss://` (TLS) is not supported yet and is rejected rather than connected in
     /// plain text.
     ///
-    /// - Throws: ``RedisError`` of kind ``RedisError/Kind/configuration`` that says
+    /// - Throws: ``RESPError`` of kind ``RESPError/Kind/configuration`` that says
     ///   what is wrong (never quoting the password).
-    public init(url: String) throws(RedisError) {
+    public init(url: String) throws(RESPError) {
         guard let schemeEnd = url.firstRange(of: "://") else {
             throw .configuration("not a Redis URL (expected redis://host:port/db or unix:///path): \(Self.redacted(url))")
         }
@@ -211,7 +211,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Checks the knobs; thrown from the client's first use rather than trapping.
-    func validate() throws(RedisError) {
+    func validate() throws(RESPError) {
         guard database >= 0 else { throw .configuration("database \(database) is negative") }
         guard connectionCount >= 1 else { throw .configuration("connectionCount must be at least 1 (is \(connectionCount))") }
         guard connectTimeout > .zero, commandTimeout > .zero else {
@@ -222,14 +222,14 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    private static func parseDatabase(_ text: String, url: String) throws(RedisError) -> Int {
+    private static func parseDatabase(_ text: String, url: String) throws(RESPError) -> Int {
         guard let value = Int(text), value >= 0, value <= 1_000_000 else {
             throw .configuration("invalid database '\(text)' in Redis URL \(redacted(url)) (expected a non-negative integer)")
         }
         return value
     }
 
-    private static func percentDecode(_ text: Substring, what: String, url: String) throws(RedisError) -> String {
+    private static func percentDecode(_ text: Substring, what: String, url: String) throws(RESPError) -> String {
         guard text.contains("%") else { return String(text) }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.utf8.count)

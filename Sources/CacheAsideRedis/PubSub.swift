@@ -2,12 +2,12 @@ import Logging
 import Synchronization
 
 /// A message received on a subscription.
-public struct RedisPubSubMessage: Sendable, Hashable {
+public struct RESPPubSubMessage: Sendable, Hashable {
     /// The channel it was published to.
     public var channel: String
     /// The published bytes.
     public var payload: [UInt8]
-    /// The pattern it matched, for a ``RedisClient/psubscribe(patterns:)`` subscription.
+    /// The pattern it matched, for a ``RESPClient/psubscribe(patterns:)`` subscription.
     public var pattern: String?
 
     /// Creates a message.
@@ -21,7 +21,7 @@ public struct RedisPubSubMessage: Sendable, Hashable {
     public var payloadString: String { String(decoding: payload, as: UTF8.self) }
 
     /// Reads a `message` or `pmessage` push; `nil` for any other reply.
-    init?(push: RESPValue) {
+    init?(push: RESPReply) {
         guard case .array(let parts) = push, parts.count >= 3, case .bulkString(let kind) = parts[0] else { return nil }
         if parts.count == 3, kind.elementsEqual("message".utf8),
             case .bulkString(let channel) = parts[1], case .bulkString(let payload) = parts[2]
@@ -61,12 +61,12 @@ public struct RedisPubSubMessage: Sendable, Hashable {
 ///
 /// If the consumer falls behind by more than the buffer limit given at subscribe time,
 /// the oldest buffered messages are dropped and a warning is logged.
-public struct RedisSubscription: AsyncSequence, Sendable {
+public struct RESPSubscription: AsyncSequence, Sendable {
     /// The messages received.
-    public typealias Element = RedisPubSubMessage
+    public typealias Element = RESPPubSubMessage
 
-    let stream: AsyncThrowingStream<RedisPubSubMessage, any Error>
-    let continuation: AsyncThrowingStream<RedisPubSubMessage, any Error>.Continuation
+    let stream: AsyncThrowingStream<RESPPubSubMessage, any Error>
+    let continuation: AsyncThrowingStream<RESPPubSubMessage, any Error>.Continuation
     let closer: Closer
 
     /// Unsubscribes and closes the connection; the sequence then ends.
@@ -82,50 +82,50 @@ public struct RedisSubscription: AsyncSequence, Sendable {
 
     /// Iterates the messages.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<RedisPubSubMessage, any Error>.AsyncIterator
+        var base: AsyncThrowingStream<RESPPubSubMessage, any Error>.AsyncIterator
         let closer: Closer
 
         /// The next message; `nil` once the subscription is closed or the task cancelled.
-        public mutating func next() async throws -> RedisPubSubMessage? {
+        public mutating func next() async throws -> RESPPubSubMessage? {
             try await base.next()
         }
     }
 
     /// Closes the connection when its owner (the subscription, or an iterator) is gone.
     final class Closer: Sendable {
-        let connection: RedisConnection
-        init(connection: RedisConnection) { self.connection = connection }
+        let connection: RESPConnection
+        init(connection: RESPConnection) { self.connection = connection }
         deinit { connection.closeNow() }
     }
 }
 
-extension RedisClient {
+extension RESPClient {
     /// Subscribes to `channels` on a dedicated connection and returns once the server
     /// confirmed the subscription: anything published from then on is received.
     ///
     /// - Parameter bufferLimit: how many messages may wait for the consumer before the
     ///   oldest are dropped.
-    /// - Throws: ``RedisError`` if the first connect or `SUBSCRIBE` fails.
-    public func subscribe(channels: [String], bufferLimit: Int = 100_000) async throws -> RedisSubscription {
+    /// - Throws: ``RESPError`` if the first connect or `SUBSCRIBE` fails.
+    public func subscribe(channels: [String], bufferLimit: Int = 100_000) async throws -> RESPSubscription {
         try await makeSubscription(channels: channels, patterns: [], bufferLimit: bufferLimit)
     }
 
     /// Subscribes to channels matching `patterns` (`PSUBSCRIBE`, glob-style) on a
-    /// dedicated connection; messages carry the ``RedisPubSubMessage/pattern`` they
+    /// dedicated connection; messages carry the ``RESPPubSubMessage/pattern`` they
     /// matched. Returns once the server confirmed the subscription.
-    public func psubscribe(patterns: [String], bufferLimit: Int = 100_000) async throws -> RedisSubscription {
+    public func psubscribe(patterns: [String], bufferLimit: Int = 100_000) async throws -> RESPSubscription {
         try await makeSubscription(channels: [], patterns: patterns, bufferLimit: bufferLimit)
     }
 
-    private func makeSubscription(channels: [String], patterns: [String], bufferLimit: Int) async throws -> RedisSubscription {
+    private func makeSubscription(channels: [String], patterns: [String], bufferLimit: Int) async throws -> RESPSubscription {
         guard !channels.isEmpty || !patterns.isEmpty else {
-            throw RedisError.configuration("subscribe needs at least one channel or pattern")
+            throw RESPError.configuration("subscribe needs at least one channel or pattern")
         }
-        let (stream, continuation) = AsyncThrowingStream<RedisPubSubMessage, any Error>.makeStream(
+        let (stream, continuation) = AsyncThrowingStream<RESPPubSubMessage, any Error>.makeStream(
             bufferingPolicy: .bufferingNewest(max(bufferLimit, 1)))
         let dropped = Atomic<Int>(0)
         let logger = self.logger
-        let sink: @Sendable (RedisPubSubMessage) -> Void = { message in
+        let sink: @Sendable (RESPPubSubMessage) -> Void = { message in
             if case .dropped = continuation.yield(message) {
                 let n = dropped.wrappingAdd(1, ordering: .relaxed).newValue
                 if n & (n - 1) == 0 {
@@ -133,7 +133,7 @@ extension RedisClient {
                 }
             }
         }
-        let connection = RedisConnection(
+        let connection = RESPConnection(
             configuration: configuration, role: .subscriber(channels: channels, patterns: patterns, sink: sink),
             loop: loop, logger: logger)
         continuation.onTermination = { [weak connection] _ in connection?.closeNow() }
@@ -144,6 +144,6 @@ extension RedisClient {
             continuation.finish()
             throw error
         }
-        return RedisSubscription(stream: stream, continuation: continuation, closer: .init(connection: connection))
+        return RESPSubscription(stream: stream, continuation: continuation, closer: .init(connection: connection))
     }
 }

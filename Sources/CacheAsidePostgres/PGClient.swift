@@ -6,7 +6,7 @@ import Synchronization
 /// A pool of PostgreSQL connections: the usual way to run SQL.
 ///
 /// ```swift
-/// let client = PostgresClient(configuration: try PostgresConfiguration(url: databaseURL))
+/// let client = PGClient(configuration: try PGConfiguration(url: databaseURL))
 /// let rows = try await client.query("SELECT name FROM users WHERE id = $1", [id])
 /// try await client.withTransaction { tx in
 ///     try await tx.execute("UPDATE users SET name = $1 WHERE id = $2", [name, id])
@@ -15,11 +15,11 @@ import Synchronization
 /// await client.shutdown()
 /// ```
 ///
-/// The pool holds at most ``PostgresConfiguration/maxConnections`` connections, opened
-/// on demand (and ``PostgresConfiguration/minConnections`` kept open). Callers that find
+/// The pool holds at most ``PGConfiguration/maxConnections`` connections, opened
+/// on demand (and ``PGConfiguration/minConnections`` kept open). Callers that find
 /// every connection busy wait in line, first come first served, for at most
-/// ``PostgresConfiguration/acquireTimeout``, then fail with a
-/// ``PostgresError/Kind/timeout`` error. A connection found broken (the server
+/// ``PGConfiguration/acquireTimeout``, then fail with a
+/// ``PGError/Kind/timeout`` error. A connection found broken (the server
 /// restarted, the network dropped it) or left inside a transaction is closed and
 /// replaced, never handed out again.
 ///
@@ -37,15 +37,15 @@ import Synchronization
 /// connections, then waits, and returns once the client is shut down, shutting it down
 /// itself when its task is cancelled. This package does not depend on
 /// swift-service-lifecycle, but `run()` is the shape its `Service` protocol expects, so
-/// an application that uses it can write `extension PostgresClient: Service {}`
+/// an application that uses it can write `extension PGClient: Service {}`
 /// (cancellation of `run()` is how a `ServiceGroup` stops a service without graceful
 /// shutdown support; call ``shutdown()`` from your own shutdown handler to begin
 /// sooner).
-public final class PostgresClient: PostgresQueryable, Sendable {
+public final class PGClient: PGQueryable, Sendable {
     typealias Machine = PoolStateMachine<ContinuousClock.Instant>
 
     /// The configuration the client was created with.
-    public let configuration: PostgresConfiguration
+    public let configuration: PGConfiguration
     /// The loop that drives the connections' sockets.
     public let loop: IOLoop
     let logger: Logger
@@ -53,12 +53,12 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     struct State {
         var machine: Machine
         var started = false
-        var connections: [Int: PostgresConnection] = [:]
+        var connections: [Int: PGConnection] = [:]
         var waiters: [Int: CheckedContinuation<Lease, any Error>] = [:]
         var timers: [Int: IOLoop.Timer] = [:]
         var connectTasks: [Int: Task<Void, Never>] = [:]
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
-        var lastConnectError: PostgresError?
+        var lastConnectError: PGError?
         var nextRequestID = 1
     }
 
@@ -66,7 +66,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
 
     struct Lease: Sendable {
         let id: Int
-        let connection: PostgresConnection
+        let connection: PGConnection
     }
 
     /// Creates a client. No connection is opened until one is needed (or ``run()``
@@ -77,7 +77,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     ///   - loop: the event loop for the sockets; the process-wide one by default.
     ///   - logger: where pool and connection events go (mostly at debug level).
     public init(
-        configuration: PostgresConfiguration,
+        configuration: PGConfiguration,
         loop: IOLoop = .shared,
         logger: Logger = Logger(label: "cache-aside.postgres")
     ) {
@@ -93,23 +93,23 @@ public final class PostgresClient: PostgresQueryable, Sendable {
 
     /// Creates a client from a `postgres://` URL.
     public convenience init(url: String, loop: IOLoop = .shared, logger: Logger = Logger(label: "cache-aside.postgres")) throws {
-        self.init(configuration: try PostgresConfiguration(url: url), loop: loop, logger: logger)
+        self.init(configuration: try PGConfiguration(url: url), loop: loop, logger: logger)
     }
 
     // MARK: - Running SQL
 
-    public func query(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> PostgresRows {
+    public func query(_ sql: String, _ parameters: [any PGEncodable]) async throws -> PGRows {
         let bindings = try Bindings(parameters)
-        return PostgresRows(result: try await runOnPooledConnection(sql: sql, bindings: bindings))
+        return PGRows(result: try await runOnPooledConnection(sql: sql, bindings: bindings))
     }
 
     @discardableResult
-    public func execute(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Int {
+    public func execute(_ sql: String, _ parameters: [any PGEncodable]) async throws -> Int {
         let bindings = try Bindings(parameters)
         return try await runOnPooledConnection(sql: sql, bindings: bindings).affectedRows
     }
 
-    private func runOnPooledConnection(sql: String, bindings: Bindings) async throws -> PostgresResult {
+    private func runOnPooledConnection(sql: String, bindings: Bindings) async throws -> PGResult {
         var retried = false
         while true {
             let lease = try await acquire()
@@ -117,7 +117,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
                 let result = try await lease.connection.core.run(sql: sql, bindings: bindings)
                 release(lease)
                 return result
-            } catch let error as PostgresError where error.kind == .connection && error.notSent && !retried {
+            } catch let error as PGError where error.kind == .connection && error.notSent && !retried {
                 // The connection had died before the statement left: another one may do.
                 release(lease)
                 retried = true
@@ -136,7 +136,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     @discardableResult
     public func withConnection<Result>(
         isolation: isolated (any Actor)? = #isolation,
-        _ body: (PostgresConnection) async throws -> Result
+        _ body: (PGConnection) async throws -> Result
     ) async throws -> Result {
         let lease = try await acquire()
         do {
@@ -152,7 +152,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     /// Runs `body` in a transaction: `BEGIN`, then `COMMIT` when `body` returns, or
     /// `ROLLBACK` when it throws or the task is cancelled (the error is rethrown).
     ///
-    /// Work registered with ``PostgresTransaction/afterCommit(_:)`` runs after the
+    /// Work registered with ``PGTransaction/afterCommit(_:)`` runs after the
     /// commit succeeded, and this method returns only once it has run. A transaction
     /// whose statement failed (and whose error `body` swallowed) cannot commit: the
     /// server rolls it back, and this method throws.
@@ -161,12 +161,12 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     @discardableResult
     public func withTransaction<Result>(
         isolation: isolated (any Actor)? = #isolation,
-        _ body: (PostgresTransaction) async throws -> Result
+        _ body: (PGTransaction) async throws -> Result
     ) async throws -> Result {
         var lease = try await acquire()
         do {
             _ = try await lease.connection.core.simple("BEGIN", cancellable: true)
-        } catch let error as PostgresError where error.kind == .connection && error.notSent {
+        } catch let error as PGError where error.kind == .connection && error.notSent {
             // The connection died before BEGIN left: another one may do.
             release(lease)
             lease = try await acquire()
@@ -181,11 +181,11 @@ public final class PostgresClient: PostgresQueryable, Sendable {
             throw error
         }
         let core = lease.connection.core
-        let transaction = PostgresTransaction(connection: lease.connection)
+        let transaction = PGTransaction(connection: lease.connection)
         let value: Result
         do {
             value = try await body(transaction)
-            if Task.isCancelled { throw PostgresError.cancelled() }
+            if Task.isCancelled { throw PGError.cancelled() }
         } catch {
             _ = transaction.finish()
             await rollback(core)
@@ -196,9 +196,9 @@ public final class PostgresClient: PostgresQueryable, Sendable {
         do {
             let result = try await core.simple("COMMIT", cancellable: false)
             if result?.commandTag == "ROLLBACK" {
-                throw PostgresError(.query, "the transaction was rolled back instead of committed, because a statement in it failed (its error was caught inside the transaction)", sqlState: "25P02", sql: "COMMIT")
+                throw PGError(.query, "the transaction was rolled back instead of committed, because a statement in it failed (its error was caught inside the transaction)", sqlState: "25P02", sql: "COMMIT")
             }
-        } catch let error as PostgresError {
+        } catch let error as PGError {
             if core.transactionStatus != PQTRANS_IDLE { await rollback(core) }
             release(lease)
             if error.kind == .connection && !error.notSent {
@@ -235,9 +235,9 @@ public final class PostgresClient: PostgresQueryable, Sendable {
     }
 
     /// Shuts the client down gracefully and waits until it is done: callers waiting
-    /// for a connection fail with ``PostgresError/Kind/closed``, statements in flight
+    /// for a connection fail with ``PGError/Kind/closed``, statements in flight
     /// finish, every connection is closed. Later calls fail with
-    /// ``PostgresError/Kind/closed``. Calling it again just waits.
+    /// ``PGError/Kind/closed``. Calling it again just waits.
     public func shutdown() async {
         beginShutdown()
         await waitForShutdown()
@@ -319,12 +319,12 @@ public final class PostgresClient: PostgresQueryable, Sendable {
             guard s.started, s.machine.waiters.isEmpty, !s.machine.idle.isEmpty else { return .slow }
             switch s.machine.acquire(0, now: .now) {
             case .leased(let id):
-                guard let connection = s.connections[id] else { return .failed(PostgresError(.closed, "pool inconsistency")) }
+                guard let connection = s.connections[id] else { return .failed(PGError(.closed, "pool inconsistency")) }
                 return .lease(Lease(id: id, connection: connection))
             case .failed(let reason):
                 return .failed(error(for: reason, in: s))
             case .wait:
-                return .failed(PostgresError(.closed, "pool inconsistency"))
+                return .failed(PGError(.closed, "pool inconsistency"))
             }
         }
         switch fast {
@@ -343,7 +343,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
                 let (immediate, effects): (Result<Lease, any Error>?, Effects?) = state.withLock { s in
                     switch s.machine.acquire(request, now: .now) {
                     case .leased(let id):
-                        guard let connection = s.connections[id] else { return (.failure(PostgresError(.closed, "pool inconsistency")), nil) }
+                        guard let connection = s.connections[id] else { return (.failure(PGError(.closed, "pool inconsistency")), nil) }
                         return (.success(Lease(id: id, connection: connection)), nil)
                     case .failed(let reason):
                         return (.failure(error(for: reason, in: s)), nil)
@@ -376,7 +376,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
 
     /// The state machine's actions, resolved to objects under the lock.
     struct Effects {
-        var close: [PostgresConnection] = []
+        var close: [PGConnection] = []
         var resume: [(CheckedContinuation<Lease, any Error>, Result<Lease, any Error>)] = []
         var start: [Int] = []
         var scheduleTimeout: [(Int, ContinuousClock.Instant)] = []
@@ -400,7 +400,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
             if let connection = s.connections[id] {
                 effects.resume.append((cont, .success(Lease(id: id, connection: connection))))
             } else {
-                effects.resume.append((cont, .failure(PostgresError(.closed, "pool inconsistency"))))
+                effects.resume.append((cont, .failure(PGError(.closed, "pool inconsistency"))))
             }
         }
         for (request, reason) in actions.fail {
@@ -420,22 +420,22 @@ public final class PostgresClient: PostgresQueryable, Sendable {
         return effects
     }
 
-    private func error(for reason: Machine.FailureReason, in s: State) -> PostgresError {
+    private func error(for reason: Machine.FailureReason, in s: State) -> PGError {
         switch reason {
         case .timeout:
             var message = "timed out after \(configuration.acquireTimeout) waiting for a connection from the pool (\(s.machine.leased.count) of at most \(configuration.maxConnections) connections in use, \(s.machine.connecting.count) being opened)"
-            var error = PostgresError(.timeout, message)
+            var error = PGError(.timeout, message)
             if let last = s.lastConnectError, s.machine.leased.isEmpty {
                 message += "; the last connection attempt failed: \(last.message)"
-                error = PostgresError(.timeout, message, underlying: last)
+                error = PGError(.timeout, message, underlying: last)
             }
             return error
         case .shutdown:
-            return PostgresError(.closed, "the PostgreSQL client is shut down")
+            return PGError(.closed, "the PostgreSQL client is shut down")
         case .cancelled:
-            return PostgresError.cancelled()
+            return PGError.cancelled()
         case .connectionFailed:
-            return s.lastConnectError ?? PostgresError(.connection, "could not connect to \(configuration.description)")
+            return s.lastConnectError ?? PGError(.connection, "could not connect to \(configuration.description)")
         }
     }
 
@@ -481,7 +481,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
         let configuration = self.configuration, loop = self.loop, logger = self.logger
         let task = Task {
             do {
-                let connection = try await PostgresConnection.connect(configuration: configuration, loop: loop, logger: logger)
+                let connection = try await PGConnection.connect(configuration: configuration, loop: loop, logger: logger)
                 connection.core.setOnBroken { [weak self] _ in self?.idleConnectionBroke(id) }
                 let effects: Effects = self.state.withLock { s in
                     s.connectTasks[id] = nil
@@ -491,7 +491,7 @@ public final class PostgresClient: PostgresQueryable, Sendable {
                 }
                 self.perform(effects)
             } catch {
-                let pgError = error as? PostgresError ?? PostgresError(.connection, "\(error)", underlying: error)
+                let pgError = error as? PGError ?? PGError(.connection, "\(error)", underlying: error)
                 let retryable = pgError.kind != .authentication && pgError.kind != .configuration
                 if pgError.kind != .cancelled {
                     logger.debug("opening a PostgreSQL connection failed", metadata: ["error": "\(pgError.message)"])

@@ -10,8 +10,8 @@ import Logging
 /// a running statement cancels it on the server (`PQcancel`), and the connection stays
 /// usable.
 ///
-/// Most code uses a ``PostgresClient`` (a pool) rather than connections directly.
-public final class PostgresConnection: PostgresQueryable, Sendable {
+/// Most code uses a ``PGClient`` (a pool) rather than connections directly.
+public final class PGConnection: PGQueryable, Sendable {
     let core: ConnectionCore
 
     init(core: ConnectionCore) { self.core = core }
@@ -24,24 +24,24 @@ public final class PostgresConnection: PostgresQueryable, Sendable {
     ///   - configuration: where to connect (its pool settings are ignored here).
     ///   - loop: the event loop that watches the socket.
     ///   - logger: where connection events go (at debug level).
-    /// - Throws: ``PostgresError`` of kind ``PostgresError/Kind/connection``,
-    ///   ``PostgresError/Kind/authentication``, ``PostgresError/Kind/timeout`` or
-    ///   ``PostgresError/Kind/cancelled``; never containing the password.
+    /// - Throws: ``PGError`` of kind ``PGError/Kind/connection``,
+    ///   ``PGError/Kind/authentication``, ``PGError/Kind/timeout`` or
+    ///   ``PGError/Kind/cancelled``; never containing the password.
     public static func connect(
-        configuration: PostgresConfiguration,
+        configuration: PGConfiguration,
         loop: IOLoop = .shared,
         logger: Logger = Logger(label: "cache-aside.postgres")
-    ) async throws -> PostgresConnection {
-        PostgresConnection(core: try await ConnectionCore.connect(configuration: configuration, loop: loop, logger: logger))
+    ) async throws -> PGConnection {
+        PGConnection(core: try await ConnectionCore.connect(configuration: configuration, loop: loop, logger: logger))
     }
 
-    public func query(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> PostgresRows {
+    public func query(_ sql: String, _ parameters: [any PGEncodable]) async throws -> PGRows {
         let bindings = try Bindings(parameters)
-        return PostgresRows(result: try await core.run(sql: sql, bindings: bindings))
+        return PGRows(result: try await core.run(sql: sql, bindings: bindings))
     }
 
     @discardableResult
-    public func execute(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Int {
+    public func execute(_ sql: String, _ parameters: [any PGEncodable]) async throws -> Int {
         let bindings = try Bindings(parameters)
         return try await core.run(sql: sql, bindings: bindings).affectedRows
     }
@@ -54,7 +54,7 @@ public final class PostgresConnection: PostgresQueryable, Sendable {
     }
 
     /// Closes the connection. Statements waiting to run fail with
-    /// ``PostgresError/Kind/closed``.
+    /// ``PGError/Kind/closed``.
     public func close() {
         core.close()
     }

@@ -27,7 +27,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     private let cancelHandle: OpaquePointer?
     let loop: IOLoop
     let logger: Logger
-    let configuration: PostgresConfiguration
+    let configuration: PGConfiguration
     let backendPID: Int32
     let serverVersion: Int
     private var registration: IORegistration?  // set in start(), before any concurrency
@@ -40,16 +40,16 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     struct State {
         var closed = false
         var finished = false
-        var broken: PostgresError?
+        var broken: PGError?
         var busy = false
         var turnWaiters = Deque<TurnWaiter>()
         var nextID: UInt64 = 1
 
         // The round trip in flight.
         var op: UInt64 = 0
-        var continuation: UnsafeContinuation<[PostgresResult], any Error>?
-        var results: [PostgresResult] = []
-        var outcome: Result<[PostgresResult], any Error>?  // done, waiting for a PQcancel to return
+        var continuation: UnsafeContinuation<[PGResult], any Error>?
+        var results: [PGResult] = []
+        var outcome: Result<[PGResult], any Error>?  // done, waiting for a PQcancel to return
         var wantWrite = false
         var cancelRequested = false
         var cancelInFlight = false
@@ -59,7 +59,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         var sending = false
         var pendingEvents: IOEvents = []
         var finishAfterSend = false
-        var onBroken: (@Sendable (PostgresError) -> Void)?
+        var onBroken: (@Sendable (PGError) -> Void)?
     }
 
     let state = Mutex(State())
@@ -68,7 +68,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     private var cache: StatementCache
     private var pendingDeallocations: [String] = []
 
-    private init(pg: OpaquePointer, loop: IOLoop, logger: Logger, configuration: PostgresConfiguration) {
+    private init(pg: OpaquePointer, loop: IOLoop, logger: Logger, configuration: PGConfiguration) {
         self.pg = pg
         self.loop = loop
         self.logger = logger
@@ -91,7 +91,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// (`PQconnectStartParams`/`PQconnectPoll`) waits for the socket through the loop;
     /// when a host name must be resolved (which libpq does synchronously), the libpq
     /// calls run on a thread of their own (``BlockingCall``).
-    static func connect(configuration: PostgresConfiguration, loop: IOLoop, logger: Logger) async throws -> ConnectionCore {
+    static func connect(configuration: PGConfiguration, loop: IOLoop, logger: Logger) async throws -> ConnectionCore {
         let parameters = configuration.libpqParameters
         let offload = configuration.needsNameResolution
         let deadline = configuration.connectTimeout.map { ContinuousClock.now + $0 }
@@ -101,7 +101,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
             UnsafeTransfer(startConnection(parameters))
         }
         guard let pg = started.value else {
-            throw PostgresError(.connection, "could not allocate a libpq connection")
+            throw PGError(.connection, "could not allocate a libpq connection")
         }
         let conn = UnsafeTransfer(pg)
         var ok = false
@@ -124,11 +124,11 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
                     _ = try await loop.wait(for: status == PGRES_POLLING_READING ? .readable : .writable, on: fd, deadline: deadline)
                 } catch let error as IOError where error.isTimeout {
                     let seconds = configuration.connectTimeout.map { "\($0)" } ?? "?"
-                    throw PostgresError(.timeout, "connecting to \(configuration.description) timed out after \(seconds)", underlying: error)
+                    throw PGError(.timeout, "connecting to \(configuration.description) timed out after \(seconds)", underlying: error)
                 } catch is CancellationError {
-                    throw PostgresError(.cancelled, "connecting was cancelled")
+                    throw PGError(.cancelled, "connecting was cancelled")
                 } catch {
-                    throw PostgresError(.connection, "connecting to \(configuration.description): \(error)", underlying: error)
+                    throw PGError(.connection, "connecting to \(configuration.description): \(error)", underlying: error)
                 }
                 let polled: UnsafeTransfer<PostgresPollingStatusType> = await offloaded(offload) {
                     UnsafeTransfer(PQconnectPoll(conn.value))
@@ -157,25 +157,25 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         return PQconnectStartParams(keywords, values, 0)
     }
 
-    static func connectError(_ pg: OpaquePointer, configuration: PostgresConfiguration) -> PostgresError {
+    static func connectError(_ pg: OpaquePointer, configuration: PGConfiguration) -> PGError {
         let raw = String(cString: PQerrorMessage(pg)).trimmingCharacters(in: .whitespacesAndNewlines)
         let message = configuration.redacting(raw)
         let lower = message.lowercased()
         let isAuth = lower.contains("authentication failed") || lower.contains("no password supplied")
             || lower.contains("password is required") || PQconnectionNeedsPassword(pg) == 1
-        return PostgresError(
+        return PGError(
             isAuth ? .authentication : .connection,
             "could not connect to \(configuration.description): \(message.isEmpty ? "unknown error" : message)")
     }
 
     private func start() throws {
         let fd = PQsocket(pg)
-        guard fd >= 0 else { throw PostgresError(.connection, "the connection has no socket") }
+        guard fd >= 0 else { throw PGError(.connection, "the connection has no socket") }
         PQsetNoticeReceiver(pg, noticeReceiver, Unmanaged.passUnretained(self).toOpaque())
         do {
             registration = try loop.register(fd: fd, interest: .readable, handler: self)
         } catch {
-            throw PostgresError(.connection, "cannot register the connection's socket: \(error)", underlying: error)
+            throw PGError(.connection, "cannot register the connection's socket: \(error)", underlying: error)
         }
     }
 
@@ -184,7 +184,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// Waits until no other statement runs on this connection (FIFO).
     func acquireTurn(cancellable: Bool = true) async throws {
         let immediate: Bool = try state.withLock { s in
-            if s.closed { throw PostgresError.closed() }
+            if s.closed { throw PGError.closed() }
             if !s.busy {
                 s.busy = true
                 return true
@@ -199,8 +199,8 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
                 let outcome: Result<Void, any Error>? = state.withLock { s in
-                    if s.closed { return .failure(PostgresError.closed()) }
-                    if cancellable && Task.isCancelled { return .failure(PostgresError.cancelled()) }
+                    if s.closed { return .failure(PGError.closed()) }
+                    if cancellable && Task.isCancelled { return .failure(PGError.cancelled()) }
                     if !s.busy {
                         s.busy = true
                         return .success(())
@@ -216,7 +216,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
                 guard let i = s.turnWaiters.firstIndex(where: { $0.id == id }) else { return nil }
                 return s.turnWaiters.remove(at: i)
             }
-            waiter?.continuation.resume(throwing: PostgresError.cancelled())
+            waiter?.continuation.resume(throwing: PGError.cancelled())
         }
     }
 
@@ -238,22 +238,22 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// server, which may answer before it returns): the `sending` flag keeps the loop
     /// thread off the PGconn meanwhile, and a reply that arrived during the send is
     /// read right here, without waiting for the loop.
-    func roundTrip(sql: String?, cancellable: Bool, send: (OpaquePointer) -> Int32) async throws -> [PostgresResult] {
+    func roundTrip(sql: String?, cancellable: Bool, send: (OpaquePointer) -> Int32) async throws -> [PGResult] {
         let op: UInt64 = state.withLock { s in
             s.nextID += 1
             return s.nextID
         }
         return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (cont: UnsafeContinuation<[PostgresResult], any Error>) in
+            try await withUnsafeThrowingContinuation { (cont: UnsafeContinuation<[PGResult], any Error>) in
                 let refused: (any Error)? = state.withLock { s in
                     if var broken = s.broken {
                         broken.notSent = true
                         broken.sql = sql
                         return broken
                     }
-                    if s.closed { return PostgresError.closed() }
+                    if s.closed { return PGError.closed() }
                     if cancellable && (Task.isCancelled || s.cancelBeforeSend == op) {
-                        return PostgresError.cancelled(sql: sql)
+                        return PGError.cancelled(sql: sql)
                     }
                     s.sending = true
                     s.op = op
@@ -276,7 +276,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
                     s.sending = false
                     finish = s.finishAfterSend
                     if s.closed {
-                        outcome.resume = (cont, .failure(PostgresError.closed("the connection was closed while a statement ran")))
+                        outcome.resume = (cont, .failure(PGError.closed("the connection was closed while a statement ran")))
                         return
                     }
                     if sent == 0 || flushed < 0 {
@@ -312,8 +312,8 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
 
     /// Continuations to resume and callbacks to call once the lock is released.
     struct Outcome {
-        var resume: (UnsafeContinuation<[PostgresResult], any Error>, Result<[PostgresResult], any Error>)?
-        var broken: ((@Sendable (PostgresError) -> Void), PostgresError)?
+        var resume: (UnsafeContinuation<[PGResult], any Error>, Result<[PGResult], any Error>)?
+        var broken: ((@Sendable (PGError) -> Void), PGError)?
 
         func deliver() {
             if let resume { resume.0.resume(with: resume.1) }
@@ -348,7 +348,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
                 let message = configuration.redacting(text)
                 logger.warning("PQcancel failed: \(message)")
             }
-            let finished: (UnsafeContinuation<[PostgresResult], any Error>, Result<[PostgresResult], any Error>)? = state.withLock { s in
+            let finished: (UnsafeContinuation<[PGResult], any Error>, Result<[PGResult], any Error>)? = state.withLock { s in
                 s.cancelInFlight = false
                 guard let outcome = s.outcome, let cont = s.continuation else { return nil }
                 s.outcome = nil
@@ -381,7 +381,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// Reads what is ready and completes the round trip in flight when its results
     /// are all in. Called under the lock, by the loop thread or by a sender.
     private func drive(_ events: IOEvents, _ s: inout State, _ outcome: inout Outcome) {
-        var failure: PostgresError?
+        var failure: PGError?
         if s.wantWrite {
             let flushed = PQflush(pg)
             if flushed == 0 {
@@ -425,13 +425,13 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
                     if !drained { break }
                     continue
                 }
-                s.results.append(PostgresResult(result))
+                s.results.append(PGResult(result))
             }
             if done {
                 if PQstatus(pg) == CONNECTION_BAD {
                     failure = lostError(sql: nil)
                 } else {
-                    let result: Result<[PostgresResult], any Error> = .success(s.results)
+                    let result: Result<[PGResult], any Error> = .success(s.results)
                     s.results = []
                     if s.cancelInFlight {
                         s.outcome = result
@@ -458,30 +458,30 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     }
 
     /// Records that the connection is unusable and stops watching its socket.
-    private func markBroken(_ s: inout State, _ error: PostgresError) {
+    private func markBroken(_ s: inout State, _ error: PGError) {
         guard s.broken == nil else { return }
         s.broken = error
         logger.debug("connection lost", metadata: ["backend_pid": "\(backendPID)", "error": "\(error.message)"])
         registration?.deregister()
     }
 
-    private func lostError(sql: String?) -> PostgresError {
+    private func lostError(sql: String?) -> PGError {
         let raw = String(cString: PQerrorMessage(pg)).trimmingCharacters(in: .whitespacesAndNewlines)
         let message = configuration.redacting(raw.isEmpty ? "the connection was lost" : raw)
-        return PostgresError(.connection, "connection lost: \(message)", sql: sql)
+        return PGError(.connection, "connection lost: \(message)", sql: sql)
     }
 
     // MARK: - Statements
 
     /// Runs one statement with the extended protocol (binary results), preparing it
     /// the second time it runs on this connection.
-    func run(sql: String, bindings: Bindings, cancellable: Bool = true) async throws -> PostgresResult {
+    func run(sql: String, bindings: Bindings, cancellable: Bool = true) async throws -> PGResult {
         try await acquireTurn(cancellable: cancellable)
         defer { releaseTurn() }
         return try await runHoldingTurn(sql: sql, bindings: bindings, cancellable: cancellable, mayRetry: true)
     }
 
-    private func runHoldingTurn(sql: String, bindings: Bindings, cancellable: Bool, mayRetry: Bool) async throws -> PostgresResult {
+    private func runHoldingTurn(sql: String, bindings: Bindings, cancellable: Bool, mayRetry: Bool) async throws -> PGResult {
         if !pendingDeallocations.isEmpty { try await deallocatePending() }
         let key = StatementCache.Key(sql: sql, types: bindings.types)
         var evicted: [String] = []
@@ -510,7 +510,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
             case .prepared(let name):
                 return try await executePrepared(name: name, sql: sql, bindings: bindings, cancellable: cancellable)
             }
-        } catch let error as PostgresError where error.kind == .query && (error.sqlState == "26000" || error.sqlState == "0A000") {
+        } catch let error as PGError where error.kind == .query && (error.sqlState == "26000" || error.sqlState == "0A000") {
             // The server forgot our statement (DEALLOCATE ALL, DISCARD) or its plan went
             // stale after DDL: forget it, and retry once outside a transaction.
             if error.sqlState == "26000" { cache.removeAll() } else { cache.remove(key) }
@@ -521,7 +521,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         }
     }
 
-    private func executePrepared(name: String, sql: String, bindings: Bindings, cancellable: Bool) async throws -> PostgresResult {
+    private func executePrepared(name: String, sql: String, bindings: Bindings, cancellable: Bool) async throws -> PGResult {
         let results = try await roundTrip(sql: sql, cancellable: cancellable) { pg in
             bindings.withPointers { n, _, values, lengths, formats in
                 PQsendQueryPrepared(pg, name, n, values, lengths, formats, 1)
@@ -540,7 +540,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     }
 
     /// Runs SQL (one or several statements, no parameters) with the simple protocol.
-    func simple(_ sql: String, cancellable: Bool, holdingTurn: Bool = false) async throws -> PostgresResult? {
+    func simple(_ sql: String, cancellable: Bool, holdingTurn: Bool = false) async throws -> PGResult? {
         if !holdingTurn { try await acquireTurn(cancellable: cancellable) }
         defer { if !holdingTurn { releaseTurn() } }
         let results = try await roundTrip(sql: sql, cancellable: cancellable) { pg in PQsendQuery(pg, sql) }
@@ -548,36 +548,36 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         return results.last
     }
 
-    private func single(_ results: [PostgresResult], sql: String) throws -> PostgresResult {
+    private func single(_ results: [PGResult], sql: String) throws -> PGResult {
         try throwFirstError(results, sql: sql)
         guard let last = results.last else {
-            throw PostgresError(.protocolViolation, "the server returned no result", sql: sql)
+            throw PGError(.protocolViolation, "the server returned no result", sql: sql)
         }
         return last
     }
 
-    private func throwFirstError(_ results: [PostgresResult], sql: String) throws {
+    private func throwFirstError(_ results: [PGResult], sql: String) throws {
         for result in results {
             let status = PQresultStatus(result.handle)
             switch status {
             case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
                 throw queryError(result, sql: sql)
             case PGRES_BAD_RESPONSE:
-                throw PostgresError(.protocolViolation, "the server's response was not understood", sql: sql)
+                throw PGError(.protocolViolation, "the server's response was not understood", sql: sql)
             default:
                 continue
             }
         }
     }
 
-    private func queryError(_ result: PostgresResult, sql: String) -> PostgresError {
+    private func queryError(_ result: PGResult, sql: String) -> PGError {
         func field(_ code: UInt8) -> String? {
             PQresultErrorField(result.handle, Int32(code)).map { String(cString: $0) }
         }
         let message = field(UInt8(ascii: "M")) ?? String(cString: PQresultErrorMessage(result.handle))
         let sqlState = field(UInt8(ascii: "C"))
         let cancelled = sqlState == "57014" && state.withLock { $0.cancelRequested }
-        var error = PostgresError(
+        var error = PGError(
             cancelled ? .cancelled : .query, configuration.redacting(message), sqlState: sqlState, sql: sql)
         error.detail = field(UInt8(ascii: "D")).map(configuration.redacting)
         error.hint = field(UInt8(ascii: "H"))
@@ -606,13 +606,13 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
 
     var isBroken: Bool { state.withLock { $0.broken != nil || $0.closed } }
 
-    func setOnBroken(_ callback: @escaping @Sendable (PostgresError) -> Void) {
+    func setOnBroken(_ callback: @escaping @Sendable (PGError) -> Void) {
         state.withLock { $0.onBroken = callback }
     }
 
     /// Closes the connection: fails whoever waits, then `PQfinish` on the loop thread.
     func close() {
-        let (waiters, cont): ([TurnWaiter], UnsafeContinuation<[PostgresResult], any Error>?) = state.withLock { s in
+        let (waiters, cont): ([TurnWaiter], UnsafeContinuation<[PGResult], any Error>?) = state.withLock { s in
             if s.closed { return ([], nil) }
             s.closed = true
             let waiters = Array(s.turnWaiters)
@@ -622,8 +622,8 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
             s.outcome = nil
             return (waiters, cont)
         }
-        for waiter in waiters { waiter.continuation.resume(throwing: PostgresError.closed()) }
-        cont?.resume(throwing: PostgresError.closed("the connection was closed while a statement ran"))
+        for waiter in waiters { waiter.continuation.resume(throwing: PGError.closed()) }
+        cont?.resume(throwing: PGError.closed("the connection was closed while a statement ran"))
         if let registration {
             registration.deregister { [self] in finishNow() }
         } else {

@@ -29,7 +29,7 @@ final class PlainSocketStream: RedisByteStream {
 
     /// Connects to `endpoint` without blocking a thread.
     static func connect(
-        to endpoint: RedisConfiguration.Endpoint, loop: IOLoop, deadline: ContinuousClock.Instant
+        to endpoint: RESPConfiguration.Endpoint, loop: IOLoop, deadline: ContinuousClock.Instant
     ) async throws -> PlainSocketStream {
         switch endpoint {
         case .tcp(let host, let port):

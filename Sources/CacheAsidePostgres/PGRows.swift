@@ -2,7 +2,7 @@ import CLibpq
 import Foundation
 
 /// Owns one `PGresult` (read-only once complete, so safe to share between threads).
-final class PostgresResult: @unchecked Sendable {
+final class PGResult: @unchecked Sendable {
     let handle: OpaquePointer
     let rowCount: Int
     let columnCount: Int
@@ -22,14 +22,14 @@ final class PostgresResult: @unchecked Sendable {
     }
 
     var columnNames: [String] { (0..<columnCount).map { columnName($0) } }
-    var columnTypes: [PostgresDataType] { (0..<columnCount).map { columnType($0) } }
+    var columnTypes: [PGDataType] { (0..<columnCount).map { columnType($0) } }
 
     func columnName(_ i: Int) -> String {
         PQfname(handle, Int32(i)).map { String(cString: $0) } ?? "?column?"
     }
 
     @inline(__always)
-    func columnType(_ i: Int) -> PostgresDataType { PostgresDataType(PQftype(handle, Int32(i))) }
+    func columnType(_ i: Int) -> PGDataType { PGDataType(PQftype(handle, Int32(i))) }
 
     /// The first column with exactly this name (no allocation: compares C strings).
     func index(ofColumn name: String) -> Int? {
@@ -46,50 +46,50 @@ final class PostgresResult: @unchecked Sendable {
     }
 
     @inline(__always)
-    func value(row: Int, column: Int) -> PostgresValue {
+    func value(row: Int, column: Int) -> PGValue {
         let r = Int32(row), c = Int32(column)
-        let type = PostgresDataType(PQftype(handle, c))
-        let format: PostgresFormat = PQfformat(handle, c) == 1 ? .binary : .text
+        let type = PGDataType(PQftype(handle, c))
+        let format: PGFormat = PQfformat(handle, c) == 1 ? .binary : .text
         if PQgetisnull(handle, r, c) == 1 {
-            return PostgresValue(dataType: type, format: format, bytes: nil)
+            return PGValue(dataType: type, format: format, bytes: nil)
         }
         let length = Int(PQgetlength(handle, r, c))
         let pointer = PQgetvalue(handle, r, c)
-        return PostgresValue(
+        return PGValue(
             dataType: type, format: format,
             bytes: UnsafeRawBufferPointer(start: pointer.map { UnsafeRawPointer($0) }, count: length))
     }
 }
 
 /// A column of a result: its name and type.
-public struct PostgresColumn: Sendable, Hashable {
+public struct PGColumn: Sendable, Hashable {
     /// The column's name (its alias, if the query gave one).
     public var name: String
     /// The column's type.
-    public var dataType: PostgresDataType
+    public var dataType: PGDataType
 }
 
 /// The rows a statement returned, with its command tag.
 ///
-/// A random-access collection of ``PostgresRow``; the rows stay valid as long as any of
+/// A random-access collection of ``PGRow``; the rows stay valid as long as any of
 /// them (or this value) is alive.
-public struct PostgresRows: RandomAccessCollection, Sendable {
-    let result: PostgresResult?
+public struct PGRows: RandomAccessCollection, Sendable {
+    let result: PGResult?
 
-    init(result: PostgresResult?) { self.result = result }
+    init(result: PGResult?) { self.result = result }
 
     public var startIndex: Int { 0 }
     public var endIndex: Int { result?.rowCount ?? 0 }
-    public subscript(position: Int) -> PostgresRow {
+    public subscript(position: Int) -> PGRow {
         guard let result else { preconditionFailure("index out of range") }
         precondition(position >= 0 && position < result.rowCount, "row index out of range")
-        return PostgresRow(result: result, index: position)
+        return PGRow(result: result, index: position)
     }
 
     /// The result's columns.
-    public var columns: [PostgresColumn] {
+    public var columns: [PGColumn] {
         guard let result else { return [] }
-        return zip(result.columnNames, result.columnTypes).map { PostgresColumn(name: $0, dataType: $1) }
+        return zip(result.columnNames, result.columnTypes).map { PGColumn(name: $0, dataType: $1) }
     }
 
     /// The command tag (`SELECT 3`, `UPDATE 1`, `INSERT 0 1`...).
@@ -99,8 +99,8 @@ public struct PostgresRows: RandomAccessCollection, Sendable {
     /// does not say).
     public var affectedRows: Int { result?.affectedRows ?? 0 }
 
-    /// Decodes every row into `T` by column names (see ``PostgresRow/decode(_:columnNaming:)``).
-    public func decode<T: Decodable>(_ type: T.Type, columnNaming: PostgresColumnNaming = .exact) throws -> [T] {
+    /// Decodes every row into `T` by column names (see ``PGRow/decode(_:columnNaming:)``).
+    public func decode<T: Decodable>(_ type: T.Type, columnNaming: PGColumnNaming = .exact) throws -> [T] {
         var out: [T] = []
         out.reserveCapacity(count)
         for row in self { out.append(try row.decode(type, columnNaming: columnNaming)) }
@@ -108,9 +108,9 @@ public struct PostgresRows: RandomAccessCollection, Sendable {
     }
 }
 
-/// How ``PostgresRow/decode(_:columnNaming:)`` matches a `Decodable` type's keys to
+/// How ``PGRow/decode(_:columnNaming:)`` matches a `Decodable` type's keys to
 /// column names.
-public enum PostgresColumnNaming: Sendable {
+public enum PGColumnNaming: Sendable {
     /// A key matches the column with exactly its name: a property `updated_at` (or a
     /// `CodingKeys` case whose raw value is `"updated_at"`) reads column `updated_at`.
     case exact
@@ -119,60 +119,60 @@ public enum PostgresColumnNaming: Sendable {
 }
 
 /// One row of a result.
-public struct PostgresRow: Sendable {
-    let result: PostgresResult
+public struct PGRow: Sendable {
+    let result: PGResult
     /// The row's position in its result.
     public let index: Int
 
     /// The result's columns.
-    public var columns: [PostgresColumn] {
-        zip(result.columnNames, result.columnTypes).map { PostgresColumn(name: $0, dataType: $1) }
+    public var columns: [PGColumn] {
+        zip(result.columnNames, result.columnTypes).map { PGColumn(name: $0, dataType: $1) }
     }
 
     /// Decodes the column named `column`.
     ///
-    /// - Throws: ``PostgresError`` of kind ``PostgresError/Kind/decoding`` naming the
+    /// - Throws: ``PGError`` of kind ``PGError/Kind/decoding`` naming the
     ///   column when it does not exist, is NULL and `T` is not optional, or has a type
     ///   `T` cannot be decoded from.
-    public func decode<T: PostgresDecodable>(_ type: T.Type, column: String) throws -> T {
+    public func decode<T: PGDecodable>(_ type: T.Type, column: String) throws -> T {
         guard let i = result.index(ofColumn: column) else {
-            throw PostgresError(.decoding, "no column named \"\(column)\" in the result (columns: \(result.columnNames.joined(separator: ", ")))", column: column)
+            throw PGError(.decoding, "no column named \"\(column)\" in the result (columns: \(result.columnNames.joined(separator: ", ")))", column: column)
         }
         return try decode(type, at: i)
     }
 
     /// Decodes the column at position `index` (0-based).
-    public func decode<T: PostgresDecodable>(_ type: T.Type, at index: Int) throws -> T {
+    public func decode<T: PGDecodable>(_ type: T.Type, at index: Int) throws -> T {
         guard index >= 0 && index < result.columnCount else {
-            throw PostgresError(.decoding, "no column at index \(index) (the result has \(result.columnCount))", column: "#\(index)")
+            throw PGError(.decoding, "no column at index \(index) (the result has \(result.columnCount))", column: "#\(index)")
         }
         do {
             return try T.decode(from: result.value(row: self.index, column: index))
-        } catch let error as PostgresError {
+        } catch let error as PGError {
             var e = error
             e.column = e.column ?? result.columnName(index)
             throw e
         } catch {
-            throw PostgresError(.decoding, "\(error)", column: result.columnName(index), underlying: error)
+            throw PGError(.decoding, "\(error)", column: result.columnName(index), underlying: error)
         }
     }
 
     /// Decodes the row into a `Decodable` type by column names.
     ///
-    /// Each key of `T` reads the column of that name (``PostgresColumnNaming/exact``,
+    /// Each key of `T` reads the column of that name (``PGColumnNaming/exact``,
     /// the default: use `CodingKeys` or snake_case property names to match snake_case
-    /// columns, or pass ``PostgresColumnNaming/snakeCase``). Properties of the types
+    /// columns, or pass ``PGColumnNaming/snakeCase``). Properties of the types
     /// this module decodes read their column directly; any other `Decodable` property
     /// reads a `json`/`jsonb` column as JSON, or a single value (a `String`-backed enum,
     /// for example). A key with no column is an error, even for an optional property,
     /// so that a misspelt name is not silently `nil`.
-    public func decode<T: Decodable>(_ type: T.Type, columnNaming: PostgresColumnNaming = .exact) throws -> T {
+    public func decode<T: Decodable>(_ type: T.Type, columnNaming: PGColumnNaming = .exact) throws -> T {
         do {
             return try T(from: RowDecoder(row: self, naming: columnNaming))
-        } catch let error as PostgresError {
+        } catch let error as PGError {
             throw error
         } catch let error as DecodingError {
-            throw PostgresError(.decoding, "cannot decode \(T.self): \(error)", underlying: error)
+            throw PGError(.decoding, "cannot decode \(T.self): \(error)", underlying: error)
         }
     }
 

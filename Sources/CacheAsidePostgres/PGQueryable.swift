@@ -1,28 +1,28 @@
-/// Something that runs SQL: a ``PostgresClient`` (on a pooled connection), a
-/// ``PostgresConnection``, or a ``PostgresTransaction``.
+/// Something that runs SQL: a ``PGClient`` (on a pooled connection), a
+/// ``PGConnection``, or a ``PGTransaction``.
 ///
 /// Write data access against it, so the same code runs inside or outside a
 /// transaction:
 ///
 /// ```swift
-/// func load(_ id: Int64, on db: some PostgresQueryable) async throws -> User? {
+/// func load(_ id: Int64, on db: some PGQueryable) async throws -> User? {
 ///     try await db.query("SELECT id, name, email FROM users WHERE id = $1", [id])
 ///         .first?.decode(User.self)
 /// }
 /// ```
 ///
 /// Parameters are always bound (`$1`, `$2`...), never spliced into the SQL.
-public protocol PostgresQueryable: Sendable {
+public protocol PGQueryable: Sendable {
     /// Runs one statement and returns its rows.
-    func query(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> PostgresRows
+    func query(_ sql: String, _ parameters: [any PGEncodable]) async throws -> PGRows
     /// Runs one statement and returns how many rows it affected (inserted, updated,
     /// deleted...).
-    func execute(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Int
+    func execute(_ sql: String, _ parameters: [any PGEncodable]) async throws -> Int
 }
 
-extension PostgresQueryable {
+extension PGQueryable {
     /// Runs one statement without parameters and returns its rows.
-    public func query(_ sql: String) async throws -> PostgresRows {
+    public func query(_ sql: String) async throws -> PGRows {
         try await query(sql, [])
     }
 

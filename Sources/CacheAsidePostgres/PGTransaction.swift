@@ -1,13 +1,13 @@
 import Synchronization
 
-/// An open transaction, handed to the body of ``PostgresClient/withTransaction(isolation:_:)``.
+/// An open transaction, handed to the body of ``PGClient/withTransaction(isolation:_:)``.
 ///
 /// Run statements with ``query(_:_:)`` and ``execute(_:_:)``; register work that must
 /// happen only once the transaction committed (cache invalidation) with
 /// ``afterCommit(_:)``. The transaction can't be used once its body has returned.
-public final class PostgresTransaction: PostgresQueryable, Sendable {
+public final class PGTransaction: PGQueryable, Sendable {
     /// The connection the transaction runs on.
-    public let connection: PostgresConnection
+    public let connection: PGConnection
 
     struct State {
         var open = true
@@ -15,27 +15,27 @@ public final class PostgresTransaction: PostgresQueryable, Sendable {
     }
     let state = Mutex(State())
 
-    init(connection: PostgresConnection) { self.connection = connection }
+    init(connection: PGConnection) { self.connection = connection }
 
     private func checkOpen() throws {
         guard state.withLock({ $0.open }) else {
-            throw PostgresError(.closed, "the transaction is over; run statements inside the withTransaction body")
+            throw PGError(.closed, "the transaction is over; run statements inside the withTransaction body")
         }
     }
 
-    public func query(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> PostgresRows {
+    public func query(_ sql: String, _ parameters: [any PGEncodable]) async throws -> PGRows {
         try checkOpen()
         return try await connection.query(sql, parameters)
     }
 
     @discardableResult
-    public func execute(_ sql: String, _ parameters: [any PostgresEncodable]) async throws -> Int {
+    public func execute(_ sql: String, _ parameters: [any PGEncodable]) async throws -> Int {
         try checkOpen()
         return try await connection.execute(sql, parameters)
     }
 
     /// Runs several statements without parameters (see
-    /// ``PostgresConnection/executeScript(_:)``) inside the transaction.
+    /// ``PGConnection/executeScript(_:)``) inside the transaction.
     public func executeScript(_ sql: String) async throws {
         try checkOpen()
         try await connection.executeScript(sql)

@@ -2,7 +2,7 @@
 ///
 /// Only the built-in types this module encodes or decodes have names here; any other
 /// OID (an extension's or a user-defined type, such as an enum) is still representable.
-public struct PostgresDataType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct PGDataType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     /// The type's OID.
     public var rawValue: UInt32
     /// Creates a type from its OID.
@@ -11,86 +11,86 @@ public struct PostgresDataType: RawRepresentable, Hashable, Sendable, CustomStri
     public init(_ oid: UInt32) { self.rawValue = oid }
 
     /// No declared type: the server infers it from the context, as for a literal.
-    public static let unknown = PostgresDataType(0)
+    public static let unknown = PGDataType(0)
     /// `bool` (OID 16).
-    public static let bool = PostgresDataType(16)
+    public static let bool = PGDataType(16)
     /// `bytea` (OID 17).
-    public static let bytea = PostgresDataType(17)
+    public static let bytea = PGDataType(17)
     /// `char` (OID 18).
-    public static let char = PostgresDataType(18)
+    public static let char = PGDataType(18)
     /// `name` (OID 19).
-    public static let name = PostgresDataType(19)
+    public static let name = PGDataType(19)
     /// `int8` (OID 20).
-    public static let int8 = PostgresDataType(20)
+    public static let int8 = PGDataType(20)
     /// `int2` (OID 21).
-    public static let int2 = PostgresDataType(21)
+    public static let int2 = PGDataType(21)
     /// `int4` (OID 23).
-    public static let int4 = PostgresDataType(23)
+    public static let int4 = PGDataType(23)
     /// `text` (OID 25).
-    public static let text = PostgresDataType(25)
+    public static let text = PGDataType(25)
     /// `oid` (OID 26).
-    public static let oid = PostgresDataType(26)
+    public static let oid = PGDataType(26)
     /// `json` (OID 114).
-    public static let json = PostgresDataType(114)
+    public static let json = PGDataType(114)
     /// `float4` (OID 700).
-    public static let float4 = PostgresDataType(700)
+    public static let float4 = PGDataType(700)
     /// `float8` (OID 701).
-    public static let float8 = PostgresDataType(701)
+    public static let float8 = PGDataType(701)
     /// The type of an untyped literal in a result (`SELECT 'x'` before PostgreSQL 10).
-    public static let unknownLiteral = PostgresDataType(705)
+    public static let unknownLiteral = PGDataType(705)
     /// `bpchar` (OID 1042).
-    public static let bpchar = PostgresDataType(1042)
+    public static let bpchar = PGDataType(1042)
     /// `varchar` (OID 1043).
-    public static let varchar = PostgresDataType(1043)
+    public static let varchar = PGDataType(1043)
     /// `date` (OID 1082).
-    public static let date = PostgresDataType(1082)
+    public static let date = PGDataType(1082)
     /// `timestamp` (OID 1114).
-    public static let timestamp = PostgresDataType(1114)
+    public static let timestamp = PGDataType(1114)
     /// `timestamptz` (OID 1184).
-    public static let timestamptz = PostgresDataType(1184)
+    public static let timestamptz = PGDataType(1184)
     /// `numeric` (OID 1700).
-    public static let numeric = PostgresDataType(1700)
+    public static let numeric = PGDataType(1700)
     /// `uuid` (OID 2950).
-    public static let uuid = PostgresDataType(2950)
+    public static let uuid = PGDataType(2950)
     /// `jsonb` (OID 3802).
-    public static let jsonb = PostgresDataType(3802)
+    public static let jsonb = PGDataType(3802)
 
     /// `bool[]` (OID 1000).
-    public static let boolArray = PostgresDataType(1000)
+    public static let boolArray = PGDataType(1000)
     /// `bytea[]` (OID 1001).
-    public static let byteaArray = PostgresDataType(1001)
+    public static let byteaArray = PGDataType(1001)
     /// `name[]` (OID 1003).
-    public static let nameArray = PostgresDataType(1003)
+    public static let nameArray = PGDataType(1003)
     /// `int2[]` (OID 1005).
-    public static let int2Array = PostgresDataType(1005)
+    public static let int2Array = PGDataType(1005)
     /// `int4[]` (OID 1007).
-    public static let int4Array = PostgresDataType(1007)
+    public static let int4Array = PGDataType(1007)
     /// `text[]` (OID 1009).
-    public static let textArray = PostgresDataType(1009)
+    public static let textArray = PGDataType(1009)
     /// `bpchar[]` (OID 1014).
-    public static let bpcharArray = PostgresDataType(1014)
+    public static let bpcharArray = PGDataType(1014)
     /// `varchar[]` (OID 1015).
-    public static let varcharArray = PostgresDataType(1015)
+    public static let varcharArray = PGDataType(1015)
     /// `int8[]` (OID 1016).
-    public static let int8Array = PostgresDataType(1016)
+    public static let int8Array = PGDataType(1016)
     /// `float4[]` (OID 1021).
-    public static let float4Array = PostgresDataType(1021)
+    public static let float4Array = PGDataType(1021)
     /// `float8[]` (OID 1022).
-    public static let float8Array = PostgresDataType(1022)
+    public static let float8Array = PGDataType(1022)
     /// `timestamp[]` (OID 1115).
-    public static let timestampArray = PostgresDataType(1115)
+    public static let timestampArray = PGDataType(1115)
     /// `date[]` (OID 1182).
-    public static let dateArray = PostgresDataType(1182)
+    public static let dateArray = PGDataType(1182)
     /// `timestamptz[]` (OID 1185).
-    public static let timestamptzArray = PostgresDataType(1185)
+    public static let timestamptzArray = PGDataType(1185)
     /// `numeric[]` (OID 1231).
-    public static let numericArray = PostgresDataType(1231)
+    public static let numericArray = PGDataType(1231)
     /// `uuid[]` (OID 2951).
-    public static let uuidArray = PostgresDataType(2951)
+    public static let uuidArray = PGDataType(2951)
     /// `json[]` (OID 199).
-    public static let jsonArray = PostgresDataType(199)
+    public static let jsonArray = PGDataType(199)
     /// `jsonb[]` (OID 3807).
-    public static let jsonbArray = PostgresDataType(3807)
+    public static let jsonbArray = PGDataType(3807)
 
     static let names: [UInt32: String] = [
         0: "unknown", 16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2",
@@ -118,7 +118,7 @@ public struct PostgresDataType: RawRepresentable, Hashable, Sendable, CustomStri
 }
 
 /// How a value travels on the wire.
-public enum PostgresFormat: Int32, Sendable {
+public enum PGFormat: Int32, Sendable {
     /// The type's text form.
     case text = 0
     /// The type's binary form.

@@ -1,10 +1,10 @@
 import Foundation
 
-/// The `Decoder` behind ``PostgresRow/decode(_:columnNaming:)``: a keyed container over
+/// The `Decoder` behind ``PGRow/decode(_:columnNaming:)``: a keyed container over
 /// the row's columns.
 struct RowDecoder: Decoder {
-    let row: PostgresRow
-    let naming: PostgresColumnNaming
+    let row: PGRow
+    let naming: PGColumnNaming
     var codingPath: [any CodingKey] { [] }
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
@@ -13,12 +13,12 @@ struct RowDecoder: Decoder {
     }
 
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        throw PostgresError(.decoding, "a row decodes into a keyed type (a struct or class), not an array")
+        throw PGError(.decoding, "a row decodes into a keyed type (a struct or class), not an array")
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
         guard row.result.columnCount == 1 else {
-            throw PostgresError(.decoding, "a row with \(row.result.columnCount) columns cannot decode into a single value")
+            throw PGError(.decoding, "a row with \(row.result.columnCount) columns cannot decode into a single value")
         }
         return ColumnDecoder(row: row, column: 0, codingPath: [])
     }
@@ -38,8 +38,8 @@ func snakeCased(_ key: String) -> String {
 }
 
 struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
-    let row: PostgresRow
-    let naming: PostgresColumnNaming
+    let row: PGRow
+    let naming: PGColumnNaming
     var codingPath: [any CodingKey] { [] }
 
     var allKeys: [Key] {
@@ -53,7 +53,7 @@ struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     func column(_ key: Key) throws -> Int {
         let name = columnName(key)
         guard let i = row.result.index(ofColumn: name) else {
-            throw PostgresError(.decoding, "no column named \"\(name)\" in the result (columns: \(row.result.columnNames.joined(separator: ", ")))", column: name)
+            throw PGError(.decoding, "no column named \"\(name)\" in the result (columns: \(row.result.columnNames.joined(separator: ", ")))", column: name)
         }
         return i
     }
@@ -81,11 +81,11 @@ struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     }
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
-        throw PostgresError(.decoding, "nested containers are not supported; decode the column as a Decodable (json/jsonb) value", column: columnName(key))
+        throw PGError(.decoding, "nested containers are not supported; decode the column as a Decodable (json/jsonb) value", column: columnName(key))
     }
 
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
-        throw PostgresError(.decoding, "nested containers are not supported", column: columnName(key))
+        throw PGError(.decoding, "nested containers are not supported", column: columnName(key))
     }
 
     func superDecoder() throws -> any Decoder { RowDecoder(row: row, naming: naming) }
@@ -94,15 +94,15 @@ struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     }
 }
 
-/// Decodes one column as `T`: directly for ``PostgresDecodable`` types, as JSON for a
+/// Decodes one column as `T`: directly for ``PGDecodable`` types, as JSON for a
 /// json/jsonb column, else through a single-value decoder (RawRepresentable enums...).
-func decodeValue<T: Decodable>(_ type: T.Type, row: PostgresRow, column i: Int, codingPath: [any CodingKey]) throws -> T {
+func decodeValue<T: Decodable>(_ type: T.Type, row: PGRow, column i: Int, codingPath: [any CodingKey]) throws -> T {
     let name = row.result.columnName(i)
     do {
-        if let direct = T.self as? any PostgresDecodable.Type {
+        if let direct = T.self as? any PGDecodable.Type {
             let value = row.result.value(row: row.index, column: i)
             guard let decoded = try direct.decode(from: value) as? T else {
-                throw PostgresDecodingFailure("cannot decode into \(T.self)")
+                throw PGDecodingFailure("cannot decode into \(T.self)")
             }
             return decoded
         }
@@ -111,33 +111,33 @@ func decodeValue<T: Decodable>(_ type: T.Type, row: PostgresRow, column i: Int, 
             return try decodeJSON(T.self, from: row.result.value(row: row.index, column: i))
         }
         return try T(from: ColumnDecoder(row: row, column: i, codingPath: codingPath))
-    } catch let error as PostgresError {
+    } catch let error as PGError {
         var e = error
         if e.column == nil { e.column = name }
         throw e
-    } catch let error as PostgresDecodingFailure {
-        throw PostgresError(.decoding, error.reason, column: name, underlying: error)
+    } catch let error as PGDecodingFailure {
+        throw PGError(.decoding, error.reason, column: name, underlying: error)
     } catch {
-        throw PostgresError(.decoding, "\(error)", column: name, underlying: error)
+        throw PGError(.decoding, "\(error)", column: name, underlying: error)
     }
 }
 
 /// A decoder for one column, for types that decode themselves from a single value.
 struct ColumnDecoder: Decoder, SingleValueDecodingContainer {
-    let row: PostgresRow
+    let row: PGRow
     let column: Int
     let codingPath: [any CodingKey]
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
-        throw PostgresDecodingFailure("a \(row.result.columnType(column)) column cannot decode into a keyed type (only json/jsonb can)")
+        throw PGDecodingFailure("a \(row.result.columnType(column)) column cannot decode into a keyed type (only json/jsonb can)")
     }
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        throw PostgresDecodingFailure("a \(row.result.columnType(column)) column cannot decode into an unkeyed type (use a Swift array of a supported element type, or json/jsonb)")
+        throw PGDecodingFailure("a \(row.result.columnType(column)) column cannot decode into an unkeyed type (use a Swift array of a supported element type, or json/jsonb)")
     }
     func singleValueContainer() throws -> any SingleValueDecodingContainer { self }
 
-    var value: PostgresValue { row.result.value(row: row.index, column: column) }
+    var value: PGValue { row.result.value(row: row.index, column: column) }
 
     func decodeNil() -> Bool { value.isNull }
     func decode(_ type: Bool.Type) throws -> Bool { try Bool.decode(from: value) }

@@ -2,16 +2,16 @@
 ///
 /// The SHA-1 is computed locally, so the first run is a plain `EVALSHA`. When the
 /// server does not know the script (`NOSCRIPT`: after a restart, a failover or
-/// `SCRIPT FLUSH`), ``RedisClient/evalSHA(_:keys:arguments:)`` loads it with
+/// `SCRIPT FLUSH`), ``RESPClient/evalSHA(_:keys:arguments:)`` loads it with
 /// `SCRIPT LOAD` and retries once.
 ///
 /// ```swift
-/// let compareAndDelete = RedisScript(source: """
+/// let compareAndDelete = RESPScript(source: """
 ///     if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 ///     return 0
 ///     """)
 /// ```
-public struct RedisScript: Sendable, Hashable {
+public struct RESPScript: Sendable, Hashable {
     /// The Lua source.
     public let source: String
     /// The script's SHA-1, 40 lower-case hex digits, as Redis names it.
