@@ -16,8 +16,8 @@ SWIFT_TEST_FLAGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-DEBIAN_PACKAGES := libpq-dev libhiredis-dev postgresql redis-server redis-tools pkg-config
-BREW_PACKAGES := libpq hiredis postgresql@16 redis pkg-config
+DEBIAN_PACKAGES := libpq-dev libhiredis-dev libssl-dev openssl postgresql redis-server redis-tools pkg-config
+BREW_PACKAGES := libpq hiredis openssl@3 postgresql@16 redis pkg-config
 
 UNAME_S := $(shell uname -s)
 ifeq ($(UNAME_S),Darwin)

@@ -22,7 +22,7 @@ public enum Socket {
     }
 
     /// Connects to `host:port` over TCP without blocking: name resolution runs off
-    /// Swift's cooperative pool (on a Dispatch queue) unless `host` is a numeric
+    /// Swift's cooperative pool (on a thread of its own, ``BlockingCall``) unless `host` is a numeric
     /// address, and the connect itself waits for writability on `loop`.
     ///
     /// Tries each resolved address in turn. The returned descriptor is non-blocking,
