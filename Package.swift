@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "CacheAsidePostgres", targets: ["CacheAsidePostgres"]),
         .library(name: "CacheAsideRedis", targets: ["CacheAsideRedis"]),
         .library(name: "IOLoop", targets: ["IOLoop"]),
+        .library(name: "CacheAsideTLS", targets: ["CacheAsideTLS"]),
         .executable(name: "user-lookup", targets: ["UserLookup"]),
         .executable(name: "cache-bench", targets: ["CacheBench"]),
     ],
@@ -28,6 +29,11 @@ let package = Package(
             providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
         ),
         .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"]), .brew(["openssl@3"])]
+        ),
+        .systemLibrary(
             name: "CHiredis",
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
@@ -42,10 +48,13 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // OpenSSL's TLS and digests, for the clients and AWS authentication.
+        .target(name: "CacheAsideTLS", dependencies: ["COpenSSL"]),
         .target(
             name: "CacheAsidePostgres",
             dependencies: [
                 "CLibpq",
+                "CacheAsideTLS",
                 "IOLoop",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -55,6 +64,7 @@ let package = Package(
             name: "CacheAsideRedis",
             dependencies: [
                 "CHiredis",
+                "CacheAsideTLS",
                 "IOLoop",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
@@ -102,8 +112,9 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
+        .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS"]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "IOLoop", "TestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [

@@ -1,3 +1,4 @@
+import CacheAsideTLS
 import Foundation
 import Logging
 
@@ -18,7 +19,7 @@ public struct PGMigration: Sendable, Hashable {
     }
 
     /// The SHA-256 of the SQL text (hex), recorded when the migration is applied.
-    public var checksum: String { SHA256.hex(sql.utf8) }
+    public var checksum: String { Digest.hex(Digest.sha256(sql.utf8)) }
 }
 
 /// Applies numbered SQL migrations in order, each in its own transaction, and records

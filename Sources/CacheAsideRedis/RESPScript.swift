@@ -1,3 +1,4 @@
+import CacheAsideTLS
 /// A Lua script run with `EVALSHA`.
 ///
 /// The SHA-1 is computed locally, so the first run is a plain `EVALSHA`. When the
@@ -20,6 +21,6 @@ public struct RESPScript: Sendable, Hashable {
     /// Creates a script from its Lua source.
     public init(source: String) {
         self.source = source
-        self.sha1 = SHA1.hexDigest(source.utf8)
+        self.sha1 = Digest.hex(Digest.sha1(source.utf8))
     }
 }
