@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "CacheAsideRedis", targets: ["CacheAsideRedis"]),
         .library(name: "IOLoop", targets: ["IOLoop"]),
         .library(name: "CacheAsideTLS", targets: ["CacheAsideTLS"]),
+        .library(name: "CacheAsideAWS", targets: ["CacheAsideAWS"]),
         .executable(name: "user-lookup", targets: ["UserLookup"]),
         .executable(name: "cache-bench", targets: ["CacheBench"]),
     ],
@@ -50,6 +51,9 @@ let package = Package(
         ),
         // OpenSSL's TLS and digests, for the clients and AWS authentication.
         .target(name: "CacheAsideTLS", dependencies: ["COpenSSL"]),
+        // AWS SigV4 and the RDS and ElastiCache IAM token generators. Knows neither
+        // client: a service wires a generator into a client's credentials provider.
+        .target(name: "CacheAsideAWS", dependencies: ["CacheAsideTLS"]),
         .target(
             name: "CacheAsidePostgres",
             dependencies: [
@@ -113,6 +117,7 @@ let package = Package(
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
         .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS"]),
+        .testTarget(name: "AWSTests", dependencies: ["CacheAsideAWS"], resources: [.copy("Vectors")]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
         .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
         .testTarget(
