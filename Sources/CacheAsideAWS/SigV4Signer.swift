@@ -150,24 +150,35 @@ enum SigV4 {
     /// `keepingSlash`), with upper-case hex digits: RFC 3986 as SigV4 requires it (a
     /// space is `%20`, never `+`).
     static func uriEncode(_ string: String, keepingSlash: Bool = false) -> String {
-        let hex = Array("0123456789ABCDEF".utf8)
+        // Most names and values need no escaping: return them as they are.
+        guard string.utf8.contains(where: { !isUnreserved($0, keepingSlash: keepingSlash) }) else { return string }
+        let hex: StaticString = "0123456789ABCDEF"
         var out: [UInt8] = []
-        out.reserveCapacity(string.utf8.count)
+        out.reserveCapacity(string.utf8.count * 3)
         for byte in string.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"),
-                UInt8(ascii: "."), UInt8(ascii: "~"):
+            if isUnreserved(byte, keepingSlash: keepingSlash) {
                 out.append(byte)
-            case UInt8(ascii: "/") where keepingSlash:
-                out.append(byte)
-            default:
+            } else {
                 out.append(UInt8(ascii: "%"))
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0x0F)])
+                out.append(hex.utf8Start[Int(byte >> 4)])
+                out.append(hex.utf8Start[Int(byte & 0x0F)])
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    @inline(__always)
+    private static func isUnreserved(_ byte: UInt8, keepingSlash: Bool) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"),
+            UInt8(ascii: "."), UInt8(ascii: "~"):
+            return true
+        case UInt8(ascii: "/"):
+            return keepingSlash
+        default:
+            return false
+        }
     }
 
     /// The canonical URI: the path URI-encoded with its slashes kept; `/` when empty.
@@ -195,21 +206,28 @@ enum SigV4 {
         return values.keys.sorted().map { name in (name, values[name, default: []].joined(separator: ",")) }
     }
 
-    /// `value` trimmed of surrounding whitespace, with each inner run of spaces and tabs
-    /// replaced by one space.
+    /// `value` trimmed of surrounding spaces, tabs and line breaks, with each inner run
+    /// of spaces and tabs replaced by one space.
     static func normalizedValue(_ value: String) -> String {
-        var out = ""
-        var pendingSpace = false
-        for character in value.trimmingWhitespace() {
-            if character == " " || character == "\t" {
-                pendingSpace = true
+        let isBlank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+        let isTrimmed: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        let bytes = value.utf8
+        guard let first = bytes.firstIndex(where: { !isTrimmed($0) }),
+            let last = bytes.lastIndex(where: { !isTrimmed($0) })
+        else { return "" }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var previousBlank = false
+        for byte in bytes[first...last] {
+            let blank = isBlank(byte)
+            if blank {
+                if !previousBlank { out.append(0x20) }
             } else {
-                if pendingSpace { out.append(" ") }
-                pendingSpace = false
-                out.append(character)
+                out.append(byte)
             }
+            previousBlank = blank
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// `string` with `A-Z` lower-cased and every other byte as it is.

@@ -116,6 +116,16 @@ import Testing
         #expect(lines[2] == "A=&a=-_.~&a=x%2Fy%2Bz%3D%26%C3%A9&b=2%203")
     }
 
+    @Test func headerValuesAreTrimmedAndInnerBlanksCollapsed() {
+        let signer = SigV4Signer(credentials: .init(accessKeyID: "AK", secretAccessKey: "SK"), region: "r", service: "s")
+        let request = SigV4Request(headers: [
+            .init("Host", "h"), .init("X-Tabs", "\t a \t\t b \r\n"), .init("X-Blank", "   "), .init("x-tabs", "ü  ü"),
+        ])
+        let lines = signer.canonicalRequest(request).split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(Array(lines[3...6]) == ["host:h", "x-blank:", "x-tabs:a b,ü ü", ""])
+        #expect(lines[7] == "host;x-blank;x-tabs")
+    }
+
     @Test func bodyIsHashedIntoTheCanonicalRequest() {
         let signer = SigV4Signer(credentials: .init(accessKeyID: "AK", secretAccessKey: "SK"), region: "r", service: "s")
         let request = SigV4Request(method: "POST", headers: [.init("Host", "h")], body: Array("abc".utf8))
