@@ -70,6 +70,18 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // The in-process tier's store of decoded values (groundwork: not yet wired into
+        // CacheAside), and its benchmark (hit ratio, footprint, hit cost).
+        .target(name: "CacheAsideMemory"),
+        .target(name: "CMallocStatistics"),
+        .executableTarget(
+            name: "MemoryBench",
+            dependencies: [
+                "CacheAsideMemory",
+                "CMallocStatistics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .target(
             name: "CacheAside",
             dependencies: [
@@ -115,6 +127,7 @@ let package = Package(
         .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS"]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
         .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
+        .testTarget(name: "MemoryTests", dependencies: ["CacheAsideMemory", "MemoryBench", "IOLoop"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [
