@@ -127,7 +127,7 @@ let package = Package(
         .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS"]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
         .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
-        .testTarget(name: "MemoryTests", dependencies: ["CacheAsideMemory", "MemoryBench", "IOLoop"]),
+        .testTarget(name: "MemoryTests", dependencies: ["CacheAsideMemory", "MemoryBench", "IOLoop", "ProcessRunner"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [

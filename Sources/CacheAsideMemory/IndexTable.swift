@@ -44,9 +44,14 @@ struct IndexTable {
         }
     }
 
+    /// Whether holding `count` entries takes a larger table.
+    func mustGrow(toHold count: Int) -> Bool {
+        count * 4 > buckets.count * 3
+    }
+
     /// Adds `slot` under `hash`; the caller knows no entry for it is present.
     mutating func insert(hash: UInt64, slot: Int32) {
-        if (count + 1) * 4 > buckets.count * 3 { grow() }
+        if mustGrow(toHold: count + 1) { grow() }
         place(IndexTable.fragment(hash) << 32 | UInt64(UInt32(slot) + 1))
         count += 1
     }

@@ -49,10 +49,6 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     /// The number of shards (a power of two).
     public let shardCount: Int
 
-    /// Bytes charged per entry on top of the filler's size and the key's storage: the
-    /// store's own structures (entry record, value slot, index and ghost share).
-    public let entryOverhead: Int
-
     @usableFromInline let shardBase: UnsafeMutableRawPointer
     @usableFromInline let shardStride: Int
     @usableFromInline let shardMask: UInt64
@@ -70,9 +66,6 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         self.shardCount = shards
         self.shardMask = UInt64(shards - 1)
         self.timeToLiveNanoseconds = MemoryInstant.nanoseconds(of: configuration.timeToLive)
-        // Index buckets (8 bytes, load 3/8 to 3/4) and the ghost (ring and index, sized
-        // to the entry count) average about 16 and 24 bytes per entry.
-        self.entryOverhead = MemoryLayout<ShardCore.Slot>.stride + MemoryLayout<Value?>.stride + 16 + 24
         let entriesPerShard = (max(1, configuration.maximumEntries) + shards - 1) / shards
         let bytesPerShard = max(1, configuration.maximumBytes / shards)
         let stride = (MemoryLayout<Mutex<Shard<Value>>>.stride + 127) & ~127
@@ -80,7 +73,9 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         self.shardBase = UnsafeMutableRawPointer.allocate(byteCount: stride * shards, alignment: 128)
         for i in 0..<shards {
             (shardBase + i * stride).bindMemory(to: Mutex<Shard<Value>>.self, capacity: 1)
-                .initialize(to: Mutex(Shard(core: ShardCore(maximumEntries: entriesPerShard, maximumBytes: bytesPerShard))))
+                .initialize(to: Mutex(Shard(core: ShardCore(
+                    maximumEntries: entriesPerShard, maximumBytes: bytesPerShard,
+                    valueStride: MemoryLayout<Value?>.stride, fixedBytes: stride))))
         }
     }
 
@@ -155,11 +150,10 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     /// flushed) since the ticket was taken; returns whether it was stored.
     ///
     /// - Parameters:
-    ///   - size: the value's size in bytes as the caller estimates it (the length of
-    ///     its JSON is a good estimate for small structs); charged against
-    ///     ``MemoryStoreConfiguration/maximumBytes`` with the key and the store's own
-    ///     overhead. A value whose charge exceeds a shard's share of the byte bound is
-    ///     not stored.
+    ///   - size: the heap bytes the value holds, as the caller estimates them (the
+    ///     length of its JSON is a fair estimate for small structs of strings and
+    ///     numbers); see ``charge(forKey:size:)``. An entry that does not fit in a
+    ///     shard's share of the byte bound even alone is not stored.
     ///   - timeToLive: how long the entry lives (the configuration's ``MemoryStoreConfiguration/timeToLive``
     ///     when `nil`); zero or less stores nothing.
     ///
@@ -184,11 +178,21 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         }
     }
 
-    /// The bytes an entry is charged: `size` (at least 0), plus ``entryOverhead``,
-    /// plus, for a key longer than 48 UTF-8 bytes, the heap storage of the store's copy
-    /// (shorter keys live inside the entry's record).
+    /// The bytes an entry's key and value are charged: `size` (at least 0), plus, for a
+    /// key longer than 48 UTF-8 bytes, the heap storage of the store's copy (shorter
+    /// keys live inside the entry's record).
+    ///
+    /// The store's own structures are charged too, as allocated: each entry's record
+    /// and value slot (``recordBytes`` each, reserved an eighth at a time), the index
+    /// and the ghost queue, and a few kilobytes per shard. The byte bound covers all of
+    /// it; what it cannot see is how far `size` is from the value's real footprint.
     public func charge(forKey key: String, size: Int) -> Int {
-        max(0, size) + entryOverhead + StoredKey.heapBytes(count: key.utf8.count)
+        max(0, size) + StoredKey.heapBytes(count: key.utf8.count)
+    }
+
+    /// The bytes of one entry's record and value slot.
+    public var recordBytes: Int {
+        MemoryLayout<ShardCore.Slot>.stride + MemoryLayout<Value?>.stride
     }
 
     // MARK: Coherence
@@ -289,14 +293,12 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         return stats
     }
 
-    /// The memory the store's own structures hold now, in bytes, without keys and
-    /// values (for measurements).
+    /// The part of ``MemoryStatistics/bytes`` that the store's own structures hold
+    /// (records, value slots, index, ghost, shards), without the entries' charges.
     public var structureBytes: Int {
-        var total = shardStride * shardCount
+        var total = 0
         for index in 0..<shardCount {
-            total += shard(UInt64(index)).pointee.withLock { shard in
-                shard.core.structureBytes + shard.values.capacity * MemoryLayout<Value?>.stride
-            }
+            total += shard(UInt64(index)).pointee.withLock { $0.core.structureBytes }
         }
         return total
     }
@@ -356,7 +358,8 @@ public struct MemoryStatistics: Sendable, Hashable {
     public var flushes: UInt64 = 0
     /// Entries held now.
     public var entries: Int = 0
-    /// Bytes charged for the entries held now.
+    /// Bytes charged now: the entries' charges and the store's own structures
+    /// (see ``MemoryStore/charge(forKey:size:)``); at most the configured bound.
     public var bytes: Int = 0
 
     /// Creates zeroed statistics.
@@ -397,9 +400,7 @@ struct Shard<Value> {
         if index < values.count {
             values[index] = value
         } else {
-            if values.count == values.capacity {
-                values.reserveCapacity(values.count + max(16, values.count / 8))
-            }
+            if values.capacity < core.reservedSlots { values.reserveCapacity(core.reservedSlots) }
             values.append(value)
         }
     }

@@ -10,10 +10,10 @@ import Darwin
 public struct MemoryStoreConfiguration: Sendable, Hashable {
     /// The most entries held at once (100,000). Values below 1 count as 1.
     public var maximumEntries: Int
-    /// The most bytes held at once, as the store accounts them (64 MiB): each entry is
-    /// charged the size its filler gives, plus its key's heap storage, plus the store's
-    /// own per-entry structures (see ``MemoryStore/charge(forKey:size:)``). Values
-    /// below 1 count as 1.
+    /// The most bytes held at once, as the store accounts them (64 MiB): the size each
+    /// filler gives for its value, long keys' storage, and the store's own structures
+    /// as allocated (see ``MemoryStore/charge(forKey:size:)``). Values below 1 count
+    /// as 1.
     public var maximumBytes: Int
     /// How long an entry lives when its fill names no time to live (10 s). The tier's
     /// copies are kept coherent by invalidations; the TTL bounds what any lost

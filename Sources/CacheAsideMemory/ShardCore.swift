@@ -38,7 +38,7 @@ struct ShardCore {
         var newest: Int32 = -1
         var oldest: Int32 = -1
         var count = 0
-        var bytes = 0
+        var bytes = 0  // the entries' weights
     }
 
     /// Sequence numbers per stripe of the hash space. An invalidation of a key moves its
@@ -62,10 +62,18 @@ struct ShardCore {
     let maximumBytes: Int
     private let smallEntries: Int
     private let smallBytes: Int
+    /// Bytes per reserved slot: the entry's record here and its value's slot in
+    /// ``Shard/values`` (which the caller grows to ``reservedSlots`` with this array).
+    private let recordBytes: Int
+    /// Bytes the shard holds whatever it contains (its lock and headers).
+    private let fixedBytes: Int
 
-    /// Entries held, and the sum of their charges.
+    /// Entries held, and the sum of their charges (sizes and keys' heap storage).
     private(set) var count = 0
-    private(set) var bytes = 0
+    private(set) var entryBytes = 0
+    /// The slots reserved in `slots` and in the caller's value array.
+    @usableFromInline
+    private(set) var reservedSlots = 0
 
     /// Slots freed by the last operation, whose values the caller must release before
     /// it stores a value in any slot.
@@ -75,9 +83,11 @@ struct ShardCore {
     @usableFromInline
     var counters = ShardCounters()
 
-    init(maximumEntries: Int, maximumBytes: Int) {
+    init(maximumEntries: Int, maximumBytes: Int, valueStride: Int, fixedBytes: Int) {
         self.maximumEntries = max(1, maximumEntries)
         self.maximumBytes = max(1, maximumBytes)
+        self.recordBytes = MemoryLayout<Slot>.stride + valueStride
+        self.fixedBytes = fixedBytes
         self.smallEntries = max(1, self.maximumEntries / 10)
         self.smallBytes = max(1, self.maximumBytes / 10)
         self.stripes = Array(repeating: 0, count: ShardCore.stripeCount)
@@ -117,15 +127,21 @@ struct ShardCore {
     }
 
     /// Makes room and takes a slot for `key`, replacing an entry the key already has;
-    /// -1 when the fill is refused (its stripe's sequence moved, or `charge` exceeds
-    /// the shard's byte budget). The caller stores the value in the returned slot.
+    /// -1 when the fill is refused (its stripe's sequence moved, or the entry does not
+    /// fit in the shard's byte budget even alone). The caller stores the value in the
+    /// returned slot.
+    ///
+    /// The budget covers the entries' charges and the shard's structures as allocated
+    /// (records, index, ghost), including the growth this insertion causes.
     @usableFromInline
     mutating func insert(_ key: KeyBytes, hash: UInt64, charge: Int, expiresAt: Int64, sequence: UInt64) -> Int32 {
         guard stripes[ShardCore.stripe(of: hash)] == sequence else {
             counters.refusedFills &+= 1
             return -1
         }
-        guard charge <= maximumBytes else {
+        // Evicting never shrinks the structures: an entry that does not fit beside them
+        // alone is refused before anything is evicted for it.
+        guard charge + structureBytes <= maximumBytes else {
             counters.oversizedFills &+= 1
             return -1
         }
@@ -140,8 +156,12 @@ struct ShardCore {
         } else if ghost.contains(hash) {
             queue = .main
         }
-        while count >= maximumEntries || bytes + charge > maximumBytes {
+        while count > 0 && (count >= maximumEntries || entryBytes + charge + structureBytesAfterInsertion > maximumBytes) {
             evictOne()
+        }
+        guard entryBytes + charge + structureBytesAfterInsertion <= maximumBytes else {
+            counters.oversizedFills &+= 1
+            return -1
         }
         let slot = allocate(Slot(
             key: StoredKey(key), hash: hash, expiresAt: expiresAt, charge: UInt32(truncatingIfNeeded: charge),
@@ -149,7 +169,7 @@ struct ShardCore {
         index.insert(hash: hash, slot: slot)
         pushNewest(slot, queue: queue)
         count += 1
-        bytes += charge
+        entryBytes += charge
         counters.fills &+= 1
         return slot
     }
@@ -177,15 +197,33 @@ struct ShardCore {
         main = QueueState()
         freeList = -1
         count = 0
-        bytes = 0
+        entryBytes = 0
+        reservedSlots = 0
         freed = []
     }
 
-    /// The structures' own memory in bytes, as allocated now (for measurements).
+    /// The shard's own memory in bytes, as allocated now: records and value slots (as
+    /// reserved), index, ghost, sequence numbers, lock and headers.
     var structureBytes: Int {
-        slots.capacity * MemoryLayout<Slot>.stride + index.byteSize + ghost.byteSize
-            + stripes.capacity * MemoryLayout<UInt64>.stride
+        fixedBytes + reservedSlots * recordBytes + index.byteSize + ghost.byteSize
+            + stripes.count * MemoryLayout<UInt64>.stride
     }
+
+    /// Everything the shard is charged now.
+    var bytes: Int { entryBytes + structureBytes }
+
+    /// ``structureBytes`` once one more entry is inserted: the records grow when no
+    /// slot is free, the index when it would pass its load factor.
+    private var structureBytesAfterInsertion: Int {
+        var bytes = structureBytes
+        if freeList < 0 && slots.count == reservedSlots { bytes += ShardCore.growth(reservedSlots) * recordBytes }
+        if index.mustGrow(toHold: count + 1) { bytes += index.byteSize }
+        return bytes
+    }
+
+    /// How many slots to add when all are taken: an eighth (at least 16), not twice as
+    /// many: the byte budget is spent on entries, not on spare capacity.
+    private static func growth(_ reserved: Int) -> Int { max(16, reserved / 8) }
 
     // MARK: Internals
 
@@ -203,10 +241,9 @@ struct ShardCore {
             slots[Int(reused)] = slot
             return reused
         }
-        if slots.count == slots.capacity {
-            // Grow by an eighth, not by doubling: the byte budget is spent on entries,
-            // not on spare capacity.
-            slots.reserveCapacity(slots.count + max(16, slots.count / 8))
+        if slots.count == reservedSlots {
+            reservedSlots += ShardCore.growth(reservedSlots)
+            slots.reserveCapacity(reservedSlots)
         }
         slots.append(slot)
         return Int32(slots.count - 1)
@@ -223,7 +260,7 @@ struct ShardCore {
         unlink(slot)
         index.remove(bucket: bucket)
         count -= 1
-        bytes -= charge
+        entryBytes -= charge
         if rememberIfHot && hot { ghost.add(hash, limit: ghostLimit) }
         slots[s].key = StoredKey()
         slots[s].queue = .free
@@ -278,8 +315,14 @@ struct ShardCore {
         release(slot, bucket: found.bucket, rememberIfHot: false)
     }
 
+    /// What an entry weighs in its queue's share of the budget: its charge and its
+    /// record.
+    private func weight(_ slot: Int32) -> Int {
+        Int(slots[Int(slot)].charge) + recordBytes
+    }
+
     private mutating func pushNewest(_ slot: Int32, queue: Queue) {
-        let charge = Int(slots[Int(slot)].charge)
+        let charge = weight(slot)
         slots[Int(slot)].queue = queue
         slots[Int(slot)].previous = -1
         switch queue {
@@ -301,7 +344,7 @@ struct ShardCore {
     }
 
     private mutating func unlink(_ slot: Int32) {
-        let charge = Int(slots[Int(slot)].charge)
+        let charge = weight(slot)
         let previous = slots[Int(slot)].previous
         let next = slots[Int(slot)].next
         if previous >= 0 { slots[Int(previous)].next = next }
