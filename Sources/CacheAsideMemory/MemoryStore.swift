@@ -134,7 +134,7 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
                     if slot >= 0, let value = shard.values[Int(slot)] { return .hit(value) }
                     if !shard.core.freed.isEmpty { shard.releaseFreed() }
                 }
-                return .miss(MemoryFillTicket(key: key, hash: hash, sequence: shard.core.sequence(for: hash)))
+                return .miss(MemoryFillTicket(key: key, hash: hash, sequence: shard.core.sequence(for: hash), issuer: keyHash.seed))
             }
         }
     }
@@ -143,11 +143,12 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     public func fillTicket(forKey key: String) -> MemoryFillTicket {
         let hash = hash(key)
         let sequence = shard(hash).pointee.withLock { $0.core.sequence(for: hash) }
-        return MemoryFillTicket(key: key, hash: hash, sequence: sequence)
+        return MemoryFillTicket(key: key, hash: hash, sequence: sequence, issuer: keyHash.seed)
     }
 
     /// Stores `value` for the ticket's key unless the key was invalidated (or the store
-    /// flushed) since the ticket was taken; returns whether it was stored.
+    /// flushed) since the ticket was taken; returns whether it was stored. A ticket of
+    /// another store stores nothing.
     ///
     /// - Parameters:
     ///   - size: the heap bytes the value holds, as the caller estimates them (the
@@ -163,13 +164,14 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     @discardableResult
     public func fill(_ ticket: MemoryFillTicket, with value: Value, size: Int, timeToLive: Duration? = nil) -> Bool {
         let ttl = timeToLive.map { MemoryInstant.nanoseconds(of: $0) } ?? timeToLiveNanoseconds
-        guard ttl > 0 else { return false }
-        let expiresAt = MemoryInstant.adding(clock.nanoseconds(), ttl)
+        guard ttl > 0, ticket.issuer == keyHash.seed else { return false }
+        let now = clock.nanoseconds()
+        let expiresAt = MemoryInstant.adding(now, ttl)
         let charge = self.charge(forKey: ticket.key, size: size)
         return withKeyBytes(ticket.key) { bytes in
             shard(ticket.hash).pointee.withLock { shard in
                 let slot = shard.core.insert(
-                    bytes, hash: ticket.hash, charge: charge, expiresAt: expiresAt, sequence: ticket.sequence)
+                    bytes, hash: ticket.hash, charge: charge, now: now, expiresAt: expiresAt, sequence: ticket.sequence)
                 if !shard.core.freed.isEmpty { shard.releaseFreed() }
                 guard slot >= 0 else { return false }
                 shard.store(value, at: slot)
@@ -313,20 +315,22 @@ public enum MemoryLookup<Value: Sendable>: Sendable {
     case miss(MemoryFillTicket)
 }
 
-/// Permission to fill one key, valid until the key is invalidated or the store
-/// flushed. Taken before the read that produces the value (see
-/// ``MemoryStore/lookup(_:)``).
+/// Permission to fill one key of one store, valid until the key is invalidated or the
+/// store flushed. Taken before the read that produces the value (see
+/// ``MemoryStore/lookup(_:)``); only the store that issued it accepts it.
 public struct MemoryFillTicket: Sendable {
     /// The key the ticket fills.
     public let key: String
     @usableFromInline let hash: UInt64
     @usableFromInline let sequence: UInt64
+    @usableFromInline let issuer: UInt64  // the issuing store's hash seed
 
     @usableFromInline
-    init(key: String, hash: UInt64, sequence: UInt64) {
+    init(key: String, hash: UInt64, sequence: UInt64, issuer: UInt64) {
         self.key = key
         self.hash = hash
         self.sequence = sequence
+        self.issuer = issuer
     }
 }
 

@@ -134,7 +134,7 @@ struct ShardCore {
     /// The budget covers the entries' charges and the shard's structures as allocated
     /// (records, index, ghost), including the growth this insertion causes.
     @usableFromInline
-    mutating func insert(_ key: KeyBytes, hash: UInt64, charge: Int, expiresAt: Int64, sequence: UInt64) -> Int32 {
+    mutating func insert(_ key: KeyBytes, hash: UInt64, charge: Int, now: Int64, expiresAt: Int64, sequence: UInt64) -> Int32 {
         guard stripes[ShardCore.stripe(of: hash)] == sequence else {
             counters.refusedFills &+= 1
             return -1
@@ -157,7 +157,7 @@ struct ShardCore {
             queue = .main
         }
         while count > 0 && (count >= maximumEntries || entryBytes + charge + structureBytesAfterInsertion > maximumBytes) {
-            evictOne()
+            evictOne(now: now)
         }
         guard entryBytes + charge + structureBytesAfterInsertion <= maximumBytes else {
             counters.oversizedFills &+= 1
@@ -252,13 +252,13 @@ struct ShardCore {
     /// Unlinks and frees a slot. A hot entry (in the main queue, or hit while in the
     /// small one) leaves its hash in the ghost, so that its next fill goes straight to
     /// the main queue.
-    private mutating func release(_ slot: Int32, bucket: Int, rememberIfHot: Bool) {
+    private mutating func release(_ slot: Int32, bucket: Int?, rememberIfHot: Bool) {
         let s = Int(slot)
         let hash = slots[s].hash
         let charge = Int(slots[s].charge)
         let hot = slots[s].queue == .main || slots[s].frequency > 0
         unlink(slot)
-        index.remove(bucket: bucket)
+        if let bucket { index.remove(bucket: bucket) }
         count -= 1
         entryBytes -= charge
         if rememberIfHot && hot { ghost.add(hash, limit: ghostLimit) }
@@ -271,18 +271,20 @@ struct ShardCore {
 
     private var ghostLimit: Int { max(16, count) }
 
-    private mutating func evictOne() {
+    /// Evicts one entry (the shard holds at least one). An expired entry met on the way
+    /// leaves whatever its frequency.
+    private mutating func evictOne(now: Int64) {
         if small.count > 0 && (main.count == 0 || small.count > smallEntries || small.bytes > smallBytes) {
-            if evictFromSmall() { return }
+            if evictFromSmall(now: now) { return }
         }
-        evictFromMain()
+        evictFromMain(now: now)
     }
 
     /// Returns false when every entry of the small queue was promoted instead.
-    private mutating func evictFromSmall() -> Bool {
+    private mutating func evictFromSmall(now: Int64) -> Bool {
         while small.oldest >= 0 {
             let slot = small.oldest
-            if slots[Int(slot)].frequency >= ShardCore.promotionFrequency {
+            if slots[Int(slot)].frequency >= ShardCore.promotionFrequency && slots[Int(slot)].expiresAt > now {
                 unlink(slot)
                 slots[Int(slot)].frequency = 0
                 pushNewest(slot, queue: .main)
@@ -295,10 +297,10 @@ struct ShardCore {
         return false
     }
 
-    private mutating func evictFromMain() {
+    private mutating func evictFromMain(now: Int64) {
         while main.oldest >= 0 {
             let slot = main.oldest
-            if slots[Int(slot)].frequency > 0 {
+            if slots[Int(slot)].frequency > 0 && slots[Int(slot)].expiresAt > now {
                 slots[Int(slot)].frequency -= 1
                 unlink(slot)
                 pushNewest(slot, queue: .main)
@@ -310,9 +312,9 @@ struct ShardCore {
     }
 
     private mutating func evict(_ slot: Int32) {
-        guard let found = index.find(hash: slots[Int(slot)].hash, where: { $0 == slot }) else { return }
+        let found = index.find(hash: slots[Int(slot)].hash, where: { $0 == slot })
         counters.evictions &+= 1
-        release(slot, bucket: found.bucket, rememberIfHot: false)
+        release(slot, bucket: found?.bucket, rememberIfHot: false)
     }
 
     /// What an entry weighs in its queue's share of the budget: its charge and its

@@ -174,6 +174,25 @@ extension MemoryStore {
         #expect(stats.evictions == UInt64(2000 - stats.entries))
     }
 
+    @Test func aTicketFillsOnlyTheStoreThatIssuedIt() {
+        let one = store(), other = store()
+        #expect(!other.fill(one.fillTicket(forKey: key(1)), with: User(1), size: 60))
+        #expect(other.statistics.entries == 0)
+        #expect(one.fill(one.fillTicket(forKey: key(1)), with: User(1), size: 60))
+    }
+
+    @Test func anExpiredEntryIsEvictedBeforeLiveOnesWhateverItsFrequency() {
+        let store = store(entries: 2)
+        store.fill(store.fillTicket(forKey: key(1)), with: User(1), size: 60, timeToLive: .seconds(1))
+        store.fill(store.fillTicket(forKey: key(2)), with: User(2), size: 60, timeToLive: .seconds(100))
+        for _ in 0..<3 { #expect(store.value(forKey: key(1)) != nil) }  // key 1 is hot
+        time.advance(by: .seconds(2))
+        store.fill(store.fillTicket(forKey: key(3)), with: User(3), size: 60)
+        #expect(store.value(forKey: key(2)) == User(2))  // not evicted for the expired hot one
+        #expect(store.value(forKey: key(3)) == User(3))
+        #expect(store.statistics.evictions == 1)
+    }
+
     @Test func aValueLargerThanAShardsBudgetIsNotStored() {
         let store = store(bytes: 20_000)
         store.readThrough(key(1), User(1))
