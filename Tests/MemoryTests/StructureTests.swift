@@ -11,7 +11,7 @@ import Testing
         var table = IndexTable()
         var model: [UInt64: Int32] = [:]  // hash -> slot
         var nextSlot: Int32 = 0
-        for step in 0..<20_000 {
+        for step in 0..<6000 {
             let hash = (generator.next() % 64) << 32 | generator.next() & 0xFFFF_FFFF
             if let slot = model[hash] {
                 let removed = table.remove(hash: hash, slot: slot)
