@@ -74,6 +74,18 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // The in-process tier's store of decoded values (groundwork: not yet wired into
+        // CacheAside), and its benchmark (hit ratio, footprint, hit cost).
+        .target(name: "CacheAsideMemory"),
+        .target(name: "CMallocStatistics"),
+        .executableTarget(
+            name: "MemoryBench",
+            dependencies: [
+                "CacheAsideMemory",
+                "CMallocStatistics",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .target(
             name: "CacheAside",
             dependencies: [
@@ -120,6 +132,7 @@ let package = Package(
         .testTarget(name: "AWSTests", dependencies: ["CacheAsideAWS"], resources: [.copy("Vectors")]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
         .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
+        .testTarget(name: "MemoryTests", dependencies: ["CacheAsideMemory", "MemoryBench", "IOLoop", "ProcessRunner"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [
