@@ -7,8 +7,9 @@ import Synchronization
 /// The same events are reported to swift-metrics (see ``CacheAside``), where a backend
 /// such as Prometheus or StatsD picks them up.
 public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
-    /// Reads answered by Redis (including cached "absent" entries, and entries another
-    /// process filled while this read waited for its lease).
+    /// Reads answered by the cache: Redis (including cached "absent" entries, and
+    /// entries another process filled while this read waited for its lease), or a fill
+    /// of this process that the read found in flight and joined in memory.
     public var hits = 0
     /// Reads answered by PostgreSQL: their own load, a load they joined, or a fail-open
     /// read. `hits + misses` is the number of reads (`find(many:)` counts each id).

@@ -99,18 +99,19 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             if misses.isEmpty { break }
 
             // 2. Join this process's loads, or lead.
-            var followers: [(Int, Flight<Entity?>)] = []
+            // (position, flight, whether joined by its lease: its value is the fill's)
+            var followers: [(Int, Flight<Entity?>, Bool)] = []
             var leaders: [Leader] = []
             for (i, bytes, contents) in misses {
                 if case .lease(let lease) = contents, lease.token.starts(with: cache.leasePrefix),
                    let flight = cache.flights.flight(lease: lease.token, as: Entity?.self)
                 {
-                    followers.append((i, flight))
+                    followers.append((i, flight, true))
                     continue
                 }
                 switch cache.flights.join(keys[i], as: Entity?.self) {
                 case .follower(let flight):
-                    followers.append((i, flight))
+                    followers.append((i, flight, false))
                 case .leader(let flight):
                     leaders.append(Leader(
                         position: i, flight: flight, seen: bytes, contents: contents,
@@ -128,9 +129,11 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             }
 
             // 4. The loads joined.
-            for (i, flight) in followers {
+            for (i, flight, byLease) in followers {
                 switch await flight.wait() {
-                case .value(let value): answers[i] = .some(value)
+                case .value(let value):
+                    answers[i] = .some(value)
+                    if byLease { hits += 1 }
                 case .retry: open.append(i)
                 case .failure(let error): throw error
                 }
@@ -463,6 +466,10 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
     /// the key holds no entry of this schema version that decodes.
     @inline(__always)
     private func decode(_ bytes: [UInt8]?, _ contents: EntryFormat.Contents, key: String) -> Entity?? {
+        if case .garbage = contents {
+            state.logDecodeFailure(key: key, error: CacheError(kind: .decoding, message: "not in the cache's entry format"))
+            return nil
+        }
         do {
             return try EntryFormat.answer(
                 Entity.self, bytes, contents, schemaVersion: state.prefix.schemaVersion, codec: cache.codec)

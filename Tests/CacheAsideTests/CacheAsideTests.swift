@@ -16,7 +16,7 @@ import Testing
         do {
             let first = try await repo.find(2)
             #expect(first == Item(id: 2, name: "item 2", version: 1))
-            #expect(await eventually { try await fixture.rawRedis.get(try repo.cacheKey(for: 2).entryKey) != nil })
+            #expect(await eventually { try await fixture.cachedItem(try repo.cacheKey(for: 2).entryKey) != nil }, "the fill landed")
             let second = try await repo.find(2)
             #expect(second == first)
             #expect(probe.loads(of: 2) == 1)
@@ -24,7 +24,7 @@ import Testing
             #expect(stats.hits == 1 && stats.misses == 1 && stats.databaseLoads == 1)
             // The stored entry is the JSON envelope.
             let raw = try #require(try await fixture.rawRedis.get(try repo.cacheKey(for: 2).entryKey))
-            #expect(String(decoding: raw, as: UTF8.self).hasPrefix(#"{"s":1,"v":{"#))
+            #expect(String(decoding: raw, as: UTF8.self).hasPrefix(#"{"s":2,"sv":1,"v":{"#))
             let envelope = try JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any]
             let value = envelope?["v"] as? [String: Any]
             #expect(value?["name"] as? String == "item 2" && value?["version"] as? Int == 1)
@@ -136,7 +136,7 @@ import Testing
             #expect(try await repo.find(3) == Item(id: 3, name: "item 3", version: 1))
             #expect(await eventually {
                 guard let bytes = try await fixture.rawRedis.get(key) else { return false }
-                return (try? JSONEntryCodec().decode(Item.self, from: bytes)) != nil
+                return (try? EntryFormat.decode(Item.self, from: bytes, schemaVersion: 1, codec: JSONValueCodec())) != nil
             })
             #expect(process.cache.statistics(keyspace: "item").decodeFailures == 1)
             #expect(try await repo.find(3)?.id == 3)
@@ -181,12 +181,12 @@ import Testing
             for await _ in loaded { break }
             let leaseKey = try itemRepo.cacheKey(for: 5).entryKey
             #expect(await eventually {
-                try await fixture.rawRedis.get(leaseKey).map(CacheMarks.isLease) == true
+                isLease(try await fixture.rawRedis.get(leaseKey))
             }, "a held load's lease is in Redis")
             let keys = try await fixture.keys()
             #expect(keys.count >= ids.count + 6)
             #expect(try await fixture.rawRedis.get(try itemRepo.cacheKey(for: 4).entryKey).map { String(decoding: $0, as: UTF8.self) }?
-                .hasPrefix(#"{"s":1,"invalidated":"#) == true, "a write leaves a tombstone")
+                .hasPrefix(#"{"s":2,"tomb":"#) == true, "a write leaves a tombstone")
             for key in keys {
                 let ttl = try await fixture.rawRedis.pttl(key)
                 #expect(ttl > 0, "\(key) has no TTL (\(ttl))")
@@ -203,7 +203,8 @@ import Testing
 }
 
 @Suite struct ConsistencyTests {
-    /// DESIGN.md's stale-set race, forced: the reader's fill must be rejected.
+    /// The stale-set race, forced: a reader loads v1, a write lands, then the reader's
+    /// fill must be rejected.
     @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
     func aFillThatRacedAWriteIsRejected(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
@@ -328,7 +329,7 @@ import Testing
         #expect(await eventually(timeout: .seconds(30)) {
             for id in 1...keyCount {
                 let raw = try await fixture.rawRedis.get(try repos[0].cacheKey(for: id).entryKey)
-                if let raw, CacheMarks.isLease(raw) { return false }
+                if isLease(raw) { return false }
             }
             return true
         }, "every lease was filled, refused or expired")

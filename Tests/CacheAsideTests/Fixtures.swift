@@ -73,11 +73,13 @@ struct NamedRepository: CachedRepository {
     }
 }
 
-/// One "process": its own clients and runtime (own single-flight table and breaker).
+/// One "process": its own clients and runtime (own single-flight table, breaker and
+/// fill announcements subscription), running as a service until ``close()``.
 struct Process: Sendable {
     let postgres: PGClient
     let redis: RESPClient
     let cache: CacheAside
+    let runner: Task<Void, any Error>
 
     static func make(
         namespace: String, databaseURL: String? = nil, redisURL: String? = nil,
@@ -95,17 +97,20 @@ struct Process: Sendable {
         let postgres = PGClient(configuration: pgConfig)
         let redis = try RESPClient(configuration: redisConfig)
         let cache = try CacheAside(
-            postgres: postgres, redis: redis, namespace: namespace, defaultPolicy: policy,
-            logger: Logger(label: "cache-aside-tests"))
-        return Process(postgres: postgres, redis: redis, cache: cache)
+            postgres: postgres, redis: redis, namespace: namespace, defaultPolicy: policy, logger: testLogger)
+        let runner = Task { try await cache.run() }
+        return Process(postgres: postgres, redis: redis, cache: cache, runner: runner)
     }
 
+    /// Stops the runtime gracefully (pending invalidations delivered, clients closed).
     func close() async {
         await cache.shutdown()
-        await redis.shutdown()
-        await postgres.shutdown()
+        _ = try? await runner.value
     }
 }
+
+/// The tests' logger: the library logs through it.
+let testLogger = Logger(label: "cache-aside-tests")
 
 /// A test's own table and namespace, and helpers to read the raw state of both servers.
 struct Fixture: Sendable {
@@ -166,11 +171,30 @@ struct Fixture: Sendable {
     }
 }
 
-/// The entry under `key` in `redis`: nil for no key, a lease or a tombstone.
-func entry(_ key: String, in redis: RESPClient) async throws -> CacheEntry<Item>? {
-    guard let bytes = try await redis.get(key) else { return nil }
-    if CacheMarks.isTombstone(bytes) || CacheMarks.isLease(bytes) { return nil }
-    return try JSONEntryCodec().decode(Item.self, from: bytes)
+/// The entry under `key` in `redis`: nil for no key, a lease or a tombstone. Throws if
+/// the bytes are none of these (or another schema version's entry).
+func entry(_ key: String, in redis: RESPClient, schemaVersion: Int = 1) async throws -> CacheEntry<Item>? {
+    let bytes = try await redis.get(key)
+    switch EntryFormat.classify(bytes) {
+    case .nothing, .lease, .tombstone: return nil
+    default: break
+    }
+    guard let answer = try EntryFormat.decode(Item.self, from: bytes, schemaVersion: schemaVersion, codec: JSONValueCodec()) else {
+        throw CacheError(kind: .decoding, message: "not an entry of schema version \(schemaVersion): \(bytes.map { String(decoding: $0, as: UTF8.self) } ?? "nil")")
+    }
+    return answer.map(CacheEntry.present) ?? .absent
+}
+
+/// What a cache entry holds, for the tests' assertions.
+enum CacheEntry<Value: Sendable & Equatable>: Sendable, Equatable {
+    case present(Value)
+    case absent
+}
+
+/// Whether the bytes are a lease.
+func isLease(_ bytes: [UInt8]?) -> Bool {
+    if case .lease = EntryFormat.classify(bytes) { return true }
+    return false
 }
 
 /// Waits until `condition` holds or `timeout` passes; returns whether it held. A
