@@ -12,12 +12,18 @@ final class BackgroundWork: Sendable {
     }
 
     private let state = Mutex(State())
+    private let active = Atomic<Int>(0)
+
+    /// Whether no submitted job is waiting or running.
+    var isIdle: Bool { active.load(ordering: .relaxed) == 0 }
 
     /// Hands `job` to the running runtime; false if it is not running.
     func submit(_ job: @escaping Job) -> Bool {
         state.withLock { s in
             guard let c = s.continuation else { return false }
+            active.add(1, ordering: .relaxed)
             if case .enqueued = c.yield(job) { return true }
+            active.subtract(1, ordering: .relaxed)
             return false
         }
     }
@@ -33,7 +39,10 @@ final class BackgroundWork: Sendable {
         if finished { return }
         await withDiscardingTaskGroup { group in
             for await job in stream {
-                group.addTask { await job() }
+                group.addTask {
+                    await job()
+                    self.active.subtract(1, ordering: .relaxed)
+                }
             }
         }
     }
