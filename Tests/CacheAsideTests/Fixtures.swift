@@ -83,7 +83,7 @@ struct Process: Sendable {
 
     static func make(
         namespace: String, databaseURL: String? = nil, redisURL: String? = nil,
-        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = .init()
+        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = .init(), slowLeases: Bool = false
     ) async throws -> Process {
         // Timeouts far above what a step takes on a loaded machine, so that no test
         // takes the fail-open path by accident; the failure tests set their own.
@@ -96,8 +96,10 @@ struct Process: Sendable {
         redisConfig.connectTimeout = min(redisCommandTimeout, .seconds(10))
         let postgres = PGClient(configuration: pgConfig)
         let redis = try RESPClient(configuration: redisConfig)
+        let store = RedisCacheStore(redis: redis, channel: "\(namespace):cache-aside:fills")
         let cache = try CacheAside(
-            postgres: postgres, redis: redis, namespace: namespace, defaultPolicy: policy, logger: testLogger)
+            postgres: postgres, store: slowLeases ? SlowLeaseStore(base: store) : store, namespace: namespace,
+            defaultPolicy: policy, logger: testLogger)
         let runner = Task { try await cache.run() }
         return Process(postgres: postgres, redis: redis, cache: cache, runner: runner)
     }
@@ -107,6 +109,31 @@ struct Process: Sendable {
         await cache.shutdown()
         _ = try? await runner.value
     }
+}
+
+/// A process on a slow network, as a proxy that delays one process makes it: its lease
+/// requests reach Redis up to 3 ms late, which widens every window between what a
+/// reader saw and its lease.
+struct SlowLeaseStore: CacheStore {
+    let base: RedisCacheStore
+
+    func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?] { try await base.read(keys) }
+    func lease(_ requests: [LeaseRequest]) async throws(CacheStoreError) -> [LeaseReply] {
+        try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000)))
+        return try await base.lease(requests)
+    }
+    func markWaited(_ requests: [WaitRequest]) async throws(CacheStoreError) -> [LeaseReply] { try await base.markWaited(requests) }
+    func fill(_ requests: [FillRequest]) async throws(CacheStoreError) -> [FillReply] { try await base.fill(requests) }
+    func release(_ requests: [WaitRequest]) async throws(CacheStoreError) { try await base.release(requests) }
+    func invalidate(_ requests: [InvalidationRequest]) async throws(CacheStoreError) -> [InvalidationReply] {
+        try await base.invalidate(requests)
+    }
+    func listenForFills(
+        onReady: @escaping @Sendable () -> Void, deliver: @escaping @Sendable (String) -> Void
+    ) async throws(CacheStoreError) {
+        try await base.listenForFills(onReady: onReady, deliver: deliver)
+    }
+    func shutdown() async { await base.shutdown() }
 }
 
 /// The tests' logger: the library logs through it.

@@ -38,7 +38,7 @@ import Testing
     /// Scenario 1 at scale: every tombstone is deleted as soon as it is seen.
     @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
     func aStormSurvivesAnAdversaryDeletingEveryTombstone(mode: CachePolicy.LeaseMode) async throws {
-        try await run(Storm(mode: mode, schemaVersions: [1, 1, 1], adversary: .deletesTombstones))
+        try await run(Storm(mode: mode, schemaVersions: [1, 1, 1], adversary: .deletesTombstones, keyCount: 8))
     }
 
     /// Scenario 2 at scale: a rolling deploy, one process on the previous version.
@@ -65,7 +65,7 @@ import Testing
                 n += 1
                 _ = try await admin.set("prefill:\(n)", to: filler, expiration: .seconds(300))
             }
-            try await run(Storm(mode: mode, schemaVersions: [1, 1], adversary: .evictsAtRandom, redisURL: urls.redisURL))
+            try await run(Storm(mode: mode, schemaVersions: [1, 1], adversary: .evictsAtRandom, redisURL: urls.redisURL, keyCount: 8))
             let evicted = try await stat("evicted_keys", admin)
             #expect(evicted > 1, "eviction went on during the storm")
             print("eviction storm (\(mode)): \(evicted) keys evicted")
@@ -85,8 +85,10 @@ import Testing
         let raw = try RESPClient(configuration: try RESPConfiguration(url: redisURL))
         let policy = CachePolicy(ttl: .seconds(60), leaseMode: storm.mode)
         var processes: [Process] = []
-        for _ in storm.schemaVersions {
-            processes.append(try await Process.make(namespace: fixture.namespace, redisURL: redisURL, policy: policy))
+        for n in storm.schemaVersions.indices {
+            // With an adversary, the first process is on a slow network.
+            processes.append(try await Process.make(
+                namespace: fixture.namespace, redisURL: redisURL, policy: policy, slowLeases: storm.adversary != .none && n == 0))
         }
         let repos = zip(processes, storm.schemaVersions).map { process, version in
             VersionedRepository(base: fixture.repository(process, policy: policy), schemaVersion: version)
