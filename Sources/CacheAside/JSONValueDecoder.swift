@@ -13,11 +13,17 @@ struct JSONValueDecoder {
         let input = JSONInput(bytes: bytes, end: range.upperBound)
         var start = range.lowerBound
         input.skipSpace(&start)
-        let end = try input.skipValue(from: start)
-        var rest = end
-        input.skipSpace(&rest)
-        guard rest == range.upperBound else { throw input.error(at: rest, "unexpected bytes after the value") }
-        return try JSONValueDecoding(input: input, start: start, end: end, codingPath: []).decodeValue(Value.self)
+        guard start < range.upperBound else { throw input.error(at: start, "no value") }
+        var end = range.upperBound
+        if bytes[start] != UInt8(ascii: "{") && bytes[start] != UInt8(ascii: "[") {
+            // A scalar: find its end now. (Objects and arrays find theirs, and check
+            // that only spaces follow, when their container is opened.)
+            end = try input.skipValue(from: start)
+            var rest = end
+            input.skipSpace(&rest)
+            guard rest == range.upperBound else { throw input.error(at: rest, "unexpected bytes after the value") }
+        }
+        return try JSONValueDecoding(input: input, start: start, end: end, parent: nil, key: nil).decodeValue(Value.self)
     }
 }
 
@@ -127,7 +133,11 @@ final class JSONInput {
 
     /// The string value in `start..<end` (quotes included), unescaped.
     func string(_ start: Int, _ end: Int, escaped: Bool) throws -> String {
-        if !escaped { return String(decoding: bytes[(start + 1)..<(end - 1)], as: UTF8.self) }
+        if !escaped {
+            return bytes.withUnsafeBufferPointer { all in
+                String(decoding: UnsafeBufferPointer(rebasing: all[(start + 1)..<(end - 1)]), as: UTF8.self)
+            }
+        }
         var out: [UInt8] = []
         out.reserveCapacity(end - start)
         var j = start + 1
@@ -230,23 +240,54 @@ final class JSONInput {
 
     func double(_ start: Int, _ end: Int) -> Double? {
         if let i = integer(start, end), i.magnitude < (1 << 53) { return Double(i) }
-        return Double(String(decoding: bytes[start..<end], as: UTF8.self))
+        let count = end - start
+        guard count > 0, count < 64 else {
+            return Double(String(decoding: bytes[start..<end], as: UTF8.self))
+        }
+        // strtod over a NUL-terminated copy on the stack: no String in between.
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: count + 1) { buffer -> Double? in
+            for k in 0..<count {
+                let b = bytes[start + k]
+                // Only the characters of a JSON number: strtod must not see "inf" or hex.
+                guard (b >= 0x30 && b <= 0x39) || b == 0x2D || b == 0x2B || b == 0x2E || b == 0x65 || b == 0x45 else { return nil }
+                buffer[k] = CChar(bitPattern: b)
+            }
+            buffer[count] = 0
+            guard let base = buffer.baseAddress else { return nil }
+            var stop: UnsafeMutablePointer<CChar>?
+            let value = strtod(base, &stop)
+            guard let stop, stop == base + count, value.isFinite else { return nil }
+            return value
+        }
     }
 }
 
-/// One value being decoded: the `Decoder` handed to `init(from:)`.
+/// One value being decoded: the `Decoder` handed to `init(from:)`. Its coding path
+/// is built only when asked for (errors), from its parent and key.
 final class JSONValueDecoding: Decoder {
     let input: JSONInput
     let start: Int
     let end: Int
-    let codingPath: [any CodingKey]
+    let parent: JSONValueDecoding?
+    let key: (any CodingKey)?
     var userInfo: [CodingUserInfoKey: Any] { [:] }
 
-    init(input: JSONInput, start: Int, end: Int, codingPath: [any CodingKey]) {
+    init(input: JSONInput, start: Int, end: Int, parent: JSONValueDecoding?, key: (any CodingKey)?) {
         self.input = input
         self.start = start
         self.end = end
-        self.codingPath = codingPath
+        self.parent = parent
+        self.key = key
+    }
+
+    var codingPath: [any CodingKey] {
+        var path: [any CodingKey] = []
+        var node: JSONValueDecoding? = self
+        while let n = node {
+            if let key = n.key { path.append(key) }
+            node = n.parent
+        }
+        return path.reversed()
     }
 
     func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
@@ -258,157 +299,190 @@ final class JSONValueDecoding: Decoder {
     }
 
     func singleValueContainer() throws -> any SingleValueDecodingContainer {
-        JSONSingleValue(input: input, start: start, end: end, codingPath: codingPath)
+        JSONSingleValue(decoder: self)
     }
 
     /// Decodes the value, special-casing the types `JSONEncoder` writes in its own way.
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSONSingleValue(input: input, start: start, end: end, codingPath: codingPath).decode(T.self)
+        try JSONScalar(input: input, start: start, end: end).decode(T.self, parent: self, key: nil) { [self] in codingPath }
     }
 }
 
-/// Reads the primitive value in `start..<end`.
-struct JSONSingleValue: SingleValueDecodingContainer {
+/// A value's bytes, `start..<end`, read as a primitive or handed to `init(from:)`.
+/// Coding paths are computed only for errors.
+struct JSONScalar {
     let input: JSONInput
     let start: Int
     let end: Int
-    let codingPath: [any CodingKey]
 
-    private func mismatch<T>(_ type: T.Type) -> DecodingError {
+    private func mismatch<T>(_ type: T.Type, _ path: () -> [any CodingKey]) -> DecodingError {
         let shown = String(decoding: input.bytes[start..<min(end, start + 32)], as: UTF8.self)
-        return .typeMismatch(
-            type, DecodingError.Context(codingPath: codingPath, debugDescription: "expected \(type), found \(shown)"))
+        return .typeMismatch(type, DecodingError.Context(codingPath: path(), debugDescription: "expected \(type), found \(shown)"))
     }
 
-    func decodeNil() -> Bool {
-        end - start == 4 && input.bytes[start] == UInt8(ascii: "n")
-    }
+    func isNull() -> Bool { end - start == 4 && input.bytes[start] == UInt8(ascii: "n") }
 
-    func decode(_ type: Bool.Type) throws -> Bool {
+    func bool(_ path: () -> [any CodingKey]) throws -> Bool {
         if input.bytes[start] == UInt8(ascii: "t") { return true }
         if input.bytes[start] == UInt8(ascii: "f") { return false }
-        throw mismatch(type)
+        throw mismatch(Bool.self, path)
     }
 
-    func decode(_ type: String.Type) throws -> String {
-        guard input.bytes[start] == UInt8(ascii: "\"") else { throw mismatch(type) }
+    func string(_ path: () -> [any CodingKey]) throws -> String {
+        guard input.bytes[start] == UInt8(ascii: "\"") else { throw mismatch(String.self, path) }
         let (stringEnd, escaped) = try input.skipString(from: start)
         return try input.string(start, stringEnd, escaped: escaped)
     }
 
-    func decode(_ type: Double.Type) throws -> Double {
-        guard let v = input.double(start, end) else { throw mismatch(type) }
+    func double(_ path: () -> [any CodingKey]) throws -> Double {
+        guard let v = input.double(start, end) else { throw mismatch(Double.self, path) }
         return v
     }
 
-    func decode(_ type: Float.Type) throws -> Float {
-        guard let v = input.double(start, end) else { throw mismatch(type) }
-        return Float(v)
-    }
-
-    private func signed<T: FixedWidthInteger & SignedInteger>(_ type: T.Type) throws -> T {
-        guard let v = input.integer(start, end), let r = T(exactly: v) else { throw mismatch(type) }
+    func signed<T: FixedWidthInteger & SignedInteger>(_ type: T.Type, _ path: () -> [any CodingKey]) throws -> T {
+        guard let v = input.integer(start, end), let r = T(exactly: v) else { throw mismatch(type, path) }
         return r
     }
 
-    private func unsignedValue<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type) throws -> T {
-        guard let v = input.unsigned(start, end), let r = T(exactly: v) else { throw mismatch(type) }
+    func unsigned<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, _ path: () -> [any CodingKey]) throws -> T {
+        guard let v = input.unsigned(start, end), let r = T(exactly: v) else { throw mismatch(type, path) }
         return r
     }
 
-    func decode(_ type: Int.Type) throws -> Int { try signed(type) }
-    func decode(_ type: Int8.Type) throws -> Int8 { try signed(type) }
-    func decode(_ type: Int16.Type) throws -> Int16 { try signed(type) }
-    func decode(_ type: Int32.Type) throws -> Int32 { try signed(type) }
-    func decode(_ type: Int64.Type) throws -> Int64 { try signed(type) }
-    func decode(_ type: UInt.Type) throws -> UInt { try unsignedValue(type) }
-    func decode(_ type: UInt8.Type) throws -> UInt8 { try unsignedValue(type) }
-    func decode(_ type: UInt16.Type) throws -> UInt16 { try unsignedValue(type) }
-    func decode(_ type: UInt32.Type) throws -> UInt32 { try unsignedValue(type) }
-    func decode(_ type: UInt64.Type) throws -> UInt64 { try unsignedValue(type) }
-
-    func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        // Primitives first, without going through init(from:). Each cast follows a
-        // check that T is that very type, so it is a no-op.
-        if T.self == String.self { return unsafeBitCast(try decode(String.self), to: T.self) }
-        if T.self == Int64.self { return unsafeBitCast(try decode(Int64.self), to: T.self) }
-        if T.self == Int.self { return unsafeBitCast(try decode(Int.self), to: T.self) }
-        if T.self == Double.self { return unsafeBitCast(try decode(Double.self), to: T.self) }
-        if T.self == Bool.self { return unsafeBitCast(try decode(Bool.self), to: T.self) }
-        // The types JSONEncoder writes in its own way.
+    /// Any `Decodable`: primitives directly, the types `JSONEncoder` writes in its own
+    /// way as it writes them, the rest through `init(from:)`.
+    func decode<T: Decodable>(
+        _ type: T.Type, parent: JSONValueDecoding?, key: (any CodingKey)?, _ path: () -> [any CodingKey]
+    ) throws -> T {
+        // Each cast follows a check that T is that very type, so it is a no-op.
+        if T.self == String.self { return unsafeBitCast(try string(path), to: T.self) }
+        if T.self == Int64.self { return unsafeBitCast(try signed(Int64.self, path), to: T.self) }
+        if T.self == Int.self { return unsafeBitCast(try signed(Int.self, path), to: T.self) }
+        if T.self == Double.self { return unsafeBitCast(try double(path), to: T.self) }
+        if T.self == Bool.self { return unsafeBitCast(try bool(path), to: T.self) }
+        if T.self == Date.self {
+            // JSONEncoder's default: seconds since 2001-01-01 as a number.
+            return unsafeBitCast(Date(timeIntervalSinceReferenceDate: try double(path)), to: T.self)
+        }
         if T.self == Data.self {
-            let text = try decode(String.self)
-            guard let data = Data(base64Encoded: text) as? T else { throw mismatch(type) }
+            guard let data = Data(base64Encoded: try string(path)) as? T else { throw mismatch(type, path) }
             return data
         }
         if T.self == URL.self {
-            let text = try decode(String.self)
-            guard let url = URL(string: text) as? T else { throw mismatch(type) }
+            guard let url = URL(string: try string(path)) as? T else { throw mismatch(type, path) }
             return url
         }
         if T.self == Decimal.self {
             let text = String(decoding: input.bytes[start..<end], as: UTF8.self)
-            guard let d = Decimal(string: text) as? T else { throw mismatch(type) }
+            guard let d = Decimal(string: text) as? T else { throw mismatch(type, path) }
             return d
         }
-        return try T(from: JSONValueDecoding(input: input, start: start, end: end, codingPath: codingPath))
+        if let decoder = parent, key == nil, decoder.start == start {
+            return try T(from: decoder)
+        }
+        return try T(from: JSONValueDecoding(input: input, start: start, end: end, parent: parent, key: key))
+    }
+}
+
+/// The single value container of a decoder.
+struct JSONSingleValue: SingleValueDecodingContainer {
+    let decoder: JSONValueDecoding
+    var codingPath: [any CodingKey] { decoder.codingPath }
+    private var scalar: JSONScalar { JSONScalar(input: decoder.input, start: decoder.start, end: decoder.end) }
+
+    func decodeNil() -> Bool { scalar.isNull() }
+    func decode(_ type: Bool.Type) throws -> Bool { try scalar.bool { codingPath } }
+    func decode(_ type: String.Type) throws -> String { try scalar.string { codingPath } }
+    func decode(_ type: Double.Type) throws -> Double { try scalar.double { codingPath } }
+    func decode(_ type: Float.Type) throws -> Float { Float(try scalar.double { codingPath }) }
+    func decode(_ type: Int.Type) throws -> Int { try scalar.signed(type) { codingPath } }
+    func decode(_ type: Int8.Type) throws -> Int8 { try scalar.signed(type) { codingPath } }
+    func decode(_ type: Int16.Type) throws -> Int16 { try scalar.signed(type) { codingPath } }
+    func decode(_ type: Int32.Type) throws -> Int32 { try scalar.signed(type) { codingPath } }
+    func decode(_ type: Int64.Type) throws -> Int64 { try scalar.signed(type) { codingPath } }
+    func decode(_ type: UInt.Type) throws -> UInt { try scalar.unsigned(type) { codingPath } }
+    func decode(_ type: UInt8.Type) throws -> UInt8 { try scalar.unsigned(type) { codingPath } }
+    func decode(_ type: UInt16.Type) throws -> UInt16 { try scalar.unsigned(type) { codingPath } }
+    func decode(_ type: UInt32.Type) throws -> UInt32 { try scalar.unsigned(type) { codingPath } }
+    func decode(_ type: UInt64.Type) throws -> UInt64 { try scalar.unsigned(type) { codingPath } }
+
+    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        // A type decoding itself from a single value (a wrapper): give it a decoder
+        // for the same bytes.
+        try scalar.decode(T.self, parent: decoder, key: nil) { codingPath }
     }
 }
 
 /// An object's fields: key and value ranges, found in one scan.
-struct JSONKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
-    struct Field {
-        var keyStart: Int  // after the opening quote
-        var keyEnd: Int  // at the closing quote
-        var keyEscaped: Bool
-        var valueStart: Int
-        var valueEnd: Int
+struct JSONField {
+    var keyStart: Int  // after the opening quote
+    var keyEnd: Int  // at the closing quote
+    var keyEscaped: Bool
+    var valueStart: Int
+    var valueEnd: Int
+}
+
+/// Scans an object once: its fields, and checks that only spaces follow it up to the
+/// decoder's end.
+func scanObject(_ decoder: JSONValueDecoding) throws -> [JSONField] {
+    let input = decoder.input
+    var i = decoder.start
+    guard i < decoder.end, input.bytes[i] == UInt8(ascii: "{") else {
+        throw DecodingError.typeMismatch(
+            [String: Any].self, DecodingError.Context(codingPath: decoder.codingPath, debugDescription: "expected an object"))
     }
+    i += 1
+    var fields: [JSONField] = []
+    fields.reserveCapacity(8)
+    input.skipSpace(&i)
+    if i < decoder.end && input.bytes[i] == UInt8(ascii: "}") {
+        try checkEnd(input, after: i + 1, end: decoder.end)
+        return fields
+    }
+    while true {
+        input.skipSpace(&i)
+        guard i < decoder.end, input.bytes[i] == UInt8(ascii: "\"") else { throw input.error(at: i, "expected a key") }
+        let (keyEnd, escaped) = try input.skipString(from: i)
+        var j = keyEnd
+        input.skipSpace(&j)
+        guard j < decoder.end, input.bytes[j] == UInt8(ascii: ":") else { throw input.error(at: j, "expected ':'") }
+        j += 1
+        input.skipSpace(&j)
+        let valueEnd = try input.skipValue(from: j)
+        fields.append(JSONField(keyStart: i + 1, keyEnd: keyEnd - 1, keyEscaped: escaped, valueStart: j, valueEnd: valueEnd))
+        i = valueEnd
+        input.skipSpace(&i)
+        guard i < decoder.end else { throw input.error(at: i, "unterminated object") }
+        if input.bytes[i] == UInt8(ascii: ",") {
+            i += 1
+            continue
+        }
+        guard input.bytes[i] == UInt8(ascii: "}") else { throw input.error(at: i, "expected ',' or '}'") }
+        try checkEnd(input, after: i + 1, end: decoder.end)
+        return fields
+    }
+}
+
+/// Only spaces between `after` and `end`.
+func checkEnd(_ input: JSONInput, after: Int, end: Int) throws {
+    var k = after
+    input.skipSpace(&k)
+    guard k == end else { throw input.error(at: k, "unexpected bytes after the value") }
+}
+
+/// A class, so that the copies `KeyedDecodingContainer` makes cost one retain.
+final class JSONKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
+    typealias Field = JSONField
 
     let decoder: JSONValueDecoding
+    let input: JSONInput
     let fields: [Field]
     var codingPath: [any CodingKey] { decoder.codingPath }
-    private var input: JSONInput { decoder.input }
 
     init(decoder: JSONValueDecoding) throws {
         self.decoder = decoder
-        let input = decoder.input
-        var i = decoder.start
-        guard input.bytes[i] == UInt8(ascii: "{") else {
-            throw DecodingError.typeMismatch(
-                [String: Any].self,
-                DecodingError.Context(codingPath: decoder.codingPath, debugDescription: "expected an object"))
-        }
-        i += 1
-        var fields: [Field] = []
-        fields.reserveCapacity(8)
-        input.skipSpace(&i)
-        if i < decoder.end && input.bytes[i] == UInt8(ascii: "}") {
-            self.fields = fields
-            return
-        }
-        while true {
-            input.skipSpace(&i)
-            guard i < decoder.end, input.bytes[i] == UInt8(ascii: "\"") else { throw input.error(at: i, "expected a key") }
-            let (keyEnd, escaped) = try input.skipString(from: i)
-            var j = keyEnd
-            input.skipSpace(&j)
-            guard j < decoder.end, input.bytes[j] == UInt8(ascii: ":") else { throw input.error(at: j, "expected ':'") }
-            j += 1
-            input.skipSpace(&j)
-            let valueEnd = try input.skipValue(from: j)
-            fields.append(Field(keyStart: i + 1, keyEnd: keyEnd - 1, keyEscaped: escaped, valueStart: j, valueEnd: valueEnd))
-            i = valueEnd
-            input.skipSpace(&i)
-            guard i < decoder.end else { throw input.error(at: i, "unterminated object") }
-            if input.bytes[i] == UInt8(ascii: ",") {
-                i += 1
-                continue
-            }
-            guard input.bytes[i] == UInt8(ascii: "}") else { throw input.error(at: i, "expected ',' or '}'") }
-            break
-        }
-        self.fields = fields
+        self.input = decoder.input
+        self.fields = try scanObject(decoder)
     }
 
     private func keyString(_ f: Field) -> String {
@@ -422,67 +496,59 @@ struct JSONKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     private func find(_ key: Key) -> Field? {
         var name = key.stringValue
         return name.withUTF8 { wanted -> Field? in
-            let bytes = input.bytes
-            for f in fields where f.keyEnd - f.keyStart == wanted.count && !f.keyEscaped {
-                var same = true
-                var k = 0
-                while k < wanted.count {
-                    if bytes[f.keyStart + k] != wanted[k] {
-                        same = false
-                        break
-                    }
-                    k += 1
+            input.bytes.withUnsafeBufferPointer { bytes -> Field? in
+                for f in fields where f.keyEnd - f.keyStart == wanted.count && !f.keyEscaped {
+                    guard let all = bytes.baseAddress, let name = wanted.baseAddress else { return f }  // both empty
+                    if memcmp(all + f.keyStart, name, wanted.count) == 0 { return f }
                 }
-                if same { return f }
+                // Keys written with escapes are compared once unescaped.
+                for f in fields where f.keyEscaped && keyString(f).utf8.elementsEqual(wanted) { return f }
+                return nil
             }
-            // Keys written with escapes are compared once unescaped.
-            for f in fields where f.keyEscaped && keyString(f).utf8.elementsEqual(wanted) { return f }
-            return nil
         }
     }
 
-    private func field(_ key: Key) throws -> Field {
+    private func scalar(_ key: Key) throws -> JSONScalar {
         guard let f = find(key) else {
             throw DecodingError.keyNotFound(
                 key, DecodingError.Context(codingPath: codingPath, debugDescription: "no value for key \(key.stringValue)"))
         }
-        return f
+        return JSONScalar(input: input, start: f.valueStart, end: f.valueEnd)
     }
 
-    private func value(_ key: Key) throws -> JSONSingleValue {
-        let f = try field(key)
-        return JSONSingleValue(input: input, start: f.valueStart, end: f.valueEnd, codingPath: codingPath + [key])
-    }
+    private func path(_ key: Key) -> [any CodingKey] { codingPath + [key] }
 
     func contains(_ key: Key) -> Bool { find(key) != nil }
 
-    func decodeNil(forKey key: Key) throws -> Bool { try value(key).decodeNil() }
-    func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try value(key).decode(type) }
-    func decode(_ type: String.Type, forKey key: Key) throws -> String { try value(key).decode(type) }
-    func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try value(key).decode(type) }
-    func decode(_ type: Float.Type, forKey key: Key) throws -> Float { try value(key).decode(type) }
-    func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try value(key).decode(type) }
-    func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { try value(key).decode(type) }
-    func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try value(key).decode(type) }
-    func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try value(key).decode(type) }
-    func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try value(key).decode(type) }
-    func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { try value(key).decode(type) }
-    func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { try value(key).decode(type) }
-    func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { try value(key).decode(type) }
-    func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { try value(key).decode(type) }
-    func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try value(key).decode(type) }
-    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T { try value(key).decode(type) }
+    func decodeNil(forKey key: Key) throws -> Bool { try scalar(key).isNull() }
+    func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try scalar(key).bool { path(key) } }
+    func decode(_ type: String.Type, forKey key: Key) throws -> String { try scalar(key).string { path(key) } }
+    func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try scalar(key).double { path(key) } }
+    func decode(_ type: Float.Type, forKey key: Key) throws -> Float { Float(try scalar(key).double { path(key) }) }
+    func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try scalar(key).signed(type) { path(key) } }
+    func decode(_ type: Int8.Type, forKey key: Key) throws -> Int8 { try scalar(key).signed(type) { path(key) } }
+    func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try scalar(key).signed(type) { path(key) } }
+    func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try scalar(key).signed(type) { path(key) } }
+    func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try scalar(key).signed(type) { path(key) } }
+    func decode(_ type: UInt.Type, forKey key: Key) throws -> UInt { try scalar(key).unsigned(type) { path(key) } }
+    func decode(_ type: UInt8.Type, forKey key: Key) throws -> UInt8 { try scalar(key).unsigned(type) { path(key) } }
+    func decode(_ type: UInt16.Type, forKey key: Key) throws -> UInt16 { try scalar(key).unsigned(type) { path(key) } }
+    func decode(_ type: UInt32.Type, forKey key: Key) throws -> UInt32 { try scalar(key).unsigned(type) { path(key) } }
+    func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try scalar(key).unsigned(type) { path(key) } }
+    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
+        try scalar(key).decode(type, parent: decoder, key: key) { path(key) }
+    }
 
     func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
         guard let f = find(key) else { return nil }
-        let v = JSONSingleValue(input: input, start: f.valueStart, end: f.valueEnd, codingPath: codingPath + [key])
-        if v.decodeNil() { return nil }
-        return try v.decode(type)
+        let v = JSONScalar(input: input, start: f.valueStart, end: f.valueEnd)
+        if v.isNull() { return nil }
+        return try v.decode(type, parent: decoder, key: key) { path(key) }
     }
 
     private func nested(_ key: Key) throws -> JSONValueDecoding {
-        let f = try field(key)
-        return JSONValueDecoding(input: input, start: f.valueStart, end: f.valueEnd, codingPath: codingPath + [key])
+        let v = try scalar(key)
+        return JSONValueDecoding(input: input, start: v.start, end: v.end, parent: decoder, key: key)
     }
 
     func nestedContainer<NestedKey: CodingKey>(
@@ -496,10 +562,8 @@ struct JSONKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     }
 
     func superDecoder() throws -> any Decoder {
-        guard let f = fields.first(where: { keyString($0) == "super" }) else {
-            return JSONValueDecoding(input: input, start: decoder.start, end: decoder.end, codingPath: codingPath)
-        }
-        return JSONValueDecoding(input: input, start: f.valueStart, end: f.valueEnd, codingPath: codingPath)
+        guard let f = fields.first(where: { keyString($0) == "super" }) else { return decoder }
+        return JSONValueDecoding(input: input, start: f.valueStart, end: f.valueEnd, parent: decoder, key: nil)
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder { try nested(key) }
@@ -518,7 +582,7 @@ struct JSONUnkeyedContainer: UnkeyedDecodingContainer {
         self.decoder = decoder
         let input = decoder.input
         var i = decoder.start
-        guard input.bytes[i] == UInt8(ascii: "[") else {
+        guard i < decoder.end, input.bytes[i] == UInt8(ascii: "[") else {
             throw DecodingError.typeMismatch(
                 [Any].self, DecodingError.Context(codingPath: decoder.codingPath, debugDescription: "expected an array"))
         }
@@ -526,6 +590,7 @@ struct JSONUnkeyedContainer: UnkeyedDecodingContainer {
         var elements: [(Int, Int)] = []
         input.skipSpace(&i)
         if i < decoder.end && input.bytes[i] == UInt8(ascii: "]") {
+            try checkEnd(input, after: i + 1, end: decoder.end)
             self.elements = elements
             return
         }
@@ -541,6 +606,7 @@ struct JSONUnkeyedContainer: UnkeyedDecodingContainer {
                 continue
             }
             guard input.bytes[i] == UInt8(ascii: "]") else { throw input.error(at: i, "expected ',' or ']'") }
+            try checkEnd(input, after: i + 1, end: decoder.end)
             break
         }
         self.elements = elements
@@ -554,46 +620,51 @@ struct JSONUnkeyedContainer: UnkeyedDecodingContainer {
         init?(intValue: Int) { self.intValue = intValue }
     }
 
-    private mutating func next() throws -> JSONSingleValue {
+    private mutating func next() throws -> (JSONScalar, IndexKey) {
         guard currentIndex < elements.count else {
             throw DecodingError.valueNotFound(
                 Any.self, DecodingError.Context(codingPath: codingPath, debugDescription: "the array has no more elements"))
         }
         let (s, e) = elements[currentIndex]
-        let path = codingPath + [IndexKey(currentIndex)]
+        let key = IndexKey(currentIndex)
         currentIndex += 1
-        return JSONSingleValue(input: decoder.input, start: s, end: e, codingPath: path)
+        return (JSONScalar(input: decoder.input, start: s, end: e), key)
     }
 
     mutating func decodeNil() throws -> Bool {
         guard currentIndex < elements.count else { return false }
         let (s, e) = elements[currentIndex]
-        if JSONSingleValue(input: decoder.input, start: s, end: e, codingPath: codingPath).decodeNil() {
+        if JSONScalar(input: decoder.input, start: s, end: e).isNull() {
             currentIndex += 1
             return true
         }
         return false
     }
 
-    mutating func decode(_ type: Bool.Type) throws -> Bool { try next().decode(type) }
-    mutating func decode(_ type: String.Type) throws -> String { try next().decode(type) }
-    mutating func decode(_ type: Double.Type) throws -> Double { try next().decode(type) }
-    mutating func decode(_ type: Float.Type) throws -> Float { try next().decode(type) }
-    mutating func decode(_ type: Int.Type) throws -> Int { try next().decode(type) }
-    mutating func decode(_ type: Int8.Type) throws -> Int8 { try next().decode(type) }
-    mutating func decode(_ type: Int16.Type) throws -> Int16 { try next().decode(type) }
-    mutating func decode(_ type: Int32.Type) throws -> Int32 { try next().decode(type) }
-    mutating func decode(_ type: Int64.Type) throws -> Int64 { try next().decode(type) }
-    mutating func decode(_ type: UInt.Type) throws -> UInt { try next().decode(type) }
-    mutating func decode(_ type: UInt8.Type) throws -> UInt8 { try next().decode(type) }
-    mutating func decode(_ type: UInt16.Type) throws -> UInt16 { try next().decode(type) }
-    mutating func decode(_ type: UInt32.Type) throws -> UInt32 { try next().decode(type) }
-    mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try next().decode(type) }
-    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T { try next().decode(type) }
+    private func path(_ key: IndexKey) -> [any CodingKey] { codingPath + [key] }
+
+    mutating func decode(_ type: Bool.Type) throws -> Bool { let (v, k) = try next(); return try v.bool { path(k) } }
+    mutating func decode(_ type: String.Type) throws -> String { let (v, k) = try next(); return try v.string { path(k) } }
+    mutating func decode(_ type: Double.Type) throws -> Double { let (v, k) = try next(); return try v.double { path(k) } }
+    mutating func decode(_ type: Float.Type) throws -> Float { let (v, k) = try next(); return Float(try v.double { path(k) }) }
+    mutating func decode(_ type: Int.Type) throws -> Int { let (v, k) = try next(); return try v.signed(type) { path(k) } }
+    mutating func decode(_ type: Int8.Type) throws -> Int8 { let (v, k) = try next(); return try v.signed(type) { path(k) } }
+    mutating func decode(_ type: Int16.Type) throws -> Int16 { let (v, k) = try next(); return try v.signed(type) { path(k) } }
+    mutating func decode(_ type: Int32.Type) throws -> Int32 { let (v, k) = try next(); return try v.signed(type) { path(k) } }
+    mutating func decode(_ type: Int64.Type) throws -> Int64 { let (v, k) = try next(); return try v.signed(type) { path(k) } }
+    mutating func decode(_ type: UInt.Type) throws -> UInt { let (v, k) = try next(); return try v.unsigned(type) { path(k) } }
+    mutating func decode(_ type: UInt8.Type) throws -> UInt8 { let (v, k) = try next(); return try v.unsigned(type) { path(k) } }
+    mutating func decode(_ type: UInt16.Type) throws -> UInt16 { let (v, k) = try next(); return try v.unsigned(type) { path(k) } }
+    mutating func decode(_ type: UInt32.Type) throws -> UInt32 { let (v, k) = try next(); return try v.unsigned(type) { path(k) } }
+    mutating func decode(_ type: UInt64.Type) throws -> UInt64 { let (v, k) = try next(); return try v.unsigned(type) { path(k) } }
+    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        let (v, k) = try next()
+        return try v.decode(type, parent: decoder, key: k) { path(k) }
+    }
 
     private mutating func nextDecoder() throws -> JSONValueDecoding {
-        let v = try next()
-        return JSONValueDecoding(input: v.input, start: v.start, end: v.end, codingPath: v.codingPath)
+        let (v, k) = try next()
+        return JSONValueDecoding(input: decoder.input, start: v.start, end: v.end, parent: decoder, key: k)
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
