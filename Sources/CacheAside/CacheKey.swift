@@ -138,4 +138,10 @@ struct KeyPrefix: Hashable, Sendable {
     func key(for id: String) -> CacheKey {
         CacheKey(unchecked: self, id: id)
     }
+
+    /// The entry key of `id`, without building a ``CacheKey``.
+    @inline(__always)
+    func entryKey(for id: String) -> String {
+        rendered + CacheKey.escape(id)
+    }
 }

@@ -14,6 +14,9 @@ package protocol CacheStore: Sendable {
     /// What each key holds (`nil`: nothing). Redis: `GET`, or `MGET` for several keys.
     func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?]
 
+    /// What one key holds: the hit path, with nothing else around it. Redis: `GET`.
+    func read(_ key: String) async throws(CacheStoreError) -> [UInt8]?
+
     /// Takes leases, each only if its key holds exactly the expected bytes (`nil`:
     /// nothing), atomically per key. A refused lease's reply says what the key holds.
     func lease(_ requests: [LeaseRequest]) async throws(CacheStoreError) -> [LeaseReply]

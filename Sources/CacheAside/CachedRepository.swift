@@ -76,10 +76,18 @@ extension CachedRepository {
     ///   keyspace.
     public func find(_ id: ID) async throws -> Entity? {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
-        let key = state.prefix.key(for: id.cacheKeyComponent).entryKey
+        let key = state.prefix.entryKey(for: id.cacheKeyComponent)
+        // The hit path: one GET and the decoding, nothing else.
+        let first: ReadCore<Entity>.FirstRead
+        switch try await cache.hit(key, state: state, as: Entity.self) {
+        case .hit(let value): return value
+        case .missed(let bytes, let since): first = .read([bytes], since: since)
+        case .failed(let since): first = .failed(since: since)
+        case .skipped: first = .none
+        }
         let values = try await ReadCore<Entity>(cache: cache, state: state, keys: [key]) { _ in
             [try await self.load(id, on: self.cache.postgres)]
-        }.run()
+        }.run(after: first)
         return values[0]
     }
 
@@ -93,7 +101,7 @@ extension CachedRepository {
         for id in ids where seen.insert(id).inserted { unique.append(id) }
         if unique.isEmpty { return [:] }
         let ordered = unique
-        let keys = ordered.map { state.prefix.key(for: $0.cacheKeyComponent).entryKey }
+        let keys = ordered.map { state.prefix.entryKey(for: $0.cacheKeyComponent) }
         let values = try await ReadCore<Entity>(cache: cache, state: state, keys: keys) { positions in
             let wanted = positions.map { ordered[$0] }
             let rows = try await self.load(many: wanted, on: self.cache.postgres)
@@ -175,7 +183,49 @@ extension CachedRepository {
     }
 }
 
+/// What the hit path found.
+enum HitOutcome<Entity: Sendable> {
+    /// An entry of this schema version (`nil`: the row does not exist).
+    case hit(Entity?)
+    /// No entry to answer with: what the key held.
+    case missed([UInt8]?, since: ContinuousClock.Instant)
+    /// The store failed: read the database.
+    case failed(since: ContinuousClock.Instant)
+    /// The cache is not to be read for this key now (a pending invalidation, the
+    /// breaker open).
+    case skipped
+}
+
 extension CacheAside {
+    /// The hit path of a single-key `find`: a `GET` and the decoding.
+    @inline(__always)
+    func hit<Entity: Decodable & Sendable>(_ key: String, state: KeyspaceState, as type: Entity.Type) async throws -> HitOutcome<Entity> {
+        guard !invalidations.contains(key), state.mayCallStore() else { return .skipped }
+        let start = ContinuousClock.now
+        let bytes: [UInt8]?
+        do {
+            bytes = try await store.read(key)
+        } catch {
+            if error.kind == .cancelled { throw CancellationError() }
+            state.storeFailed(error)
+            return .failed(since: start)
+        }
+        state.storeSucceeded()
+        let contents = EntryFormat.classify(bytes)
+        do {
+            if let answer = try EntryFormat.answer(
+                Entity.self, bytes, contents, schemaVersion: state.prefix.schemaVersion, codec: codec)
+            {
+                state.counters.record(.hit)
+                state.counters.hitTimer.recordInterval(since: start)
+                return .hit(answer)
+            }
+        } catch {
+            // Not an entry after all: the read path counts and replaces it.
+        }
+        return .missed(bytes, since: start)
+    }
+
     /// Runs `body` in a transaction and invalidates the keys its result names after
     /// the commit, or when the commit's outcome is unknown.
     func write<Result: Sendable>(

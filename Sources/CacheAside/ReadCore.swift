@@ -51,9 +51,26 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         var loadMark: UInt64 = 0
     }
 
+    /// What the caller already read for every key (the single-key fast path), or that
+    /// the read failed.
+    enum FirstRead {
+        case none
+        case read([[UInt8]?], since: ContinuousClock.Instant)
+        case failed(since: ContinuousClock.Instant)
+    }
+
     /// Reads every key; the result has one value (or `nil`: no such row) per position.
-    func run() async throws -> [Entity?] {
-        let start = ContinuousClock.now
+    func run(after first: FirstRead = .none) async throws -> [Entity?] {
+        var start = ContinuousClock.now
+        var firstRead: [[UInt8]?]?
+        switch first {
+        case .none: break
+        case .read(let read, let since):
+            start = since
+            firstRead = read
+        case .failed(let since):
+            start = since
+        }
         let n = keys.count
         var answers = [Entity??](repeating: .none, count: n)
         var hits = 0
@@ -65,6 +82,11 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             if cache.invalidations.contains(keys[i]) { databaseOnly.append(i) } else { open.append(i) }
         }
         var failedOpen = false
+        if case .failed = first {
+            failedOpen = true
+            databaseOnly += open
+            open = []
+        }
         var round = 0
         while !open.isEmpty {
             round += 1
@@ -76,8 +98,13 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             // 1. What the keys hold.
             let read: [[UInt8]?]
             do {
-                read = try await cache.store.read(open.map { keys[$0] })
-                state.storeSucceeded()
+                if let firstRead {
+                    read = open.map { firstRead[$0] }
+                } else {
+                    read = try await cache.store.read(open.map { keys[$0] })
+                    state.storeSucceeded()
+                }
+                firstRead = nil
             } catch {
                 if error.kind == .cancelled { throw CancellationError() }
                 state.storeFailed(error)

@@ -6,6 +6,7 @@ import CacheAsideRedis
 /// | operation | commands |
 /// |---|---|
 /// | `read` | `GET key`; `MGET key...` for several |
+/// | `read` (one key) | `GET key` |
 /// | `lease` | `EVALSHA` of ``Scripts/lease`` per key (pipelined) |
 /// | `markWaited` | `EVALSHA` of ``Scripts/markWaited`` per key |
 /// | `fill` | `EVALSHA` of ``Scripts/fill`` per key (publishes when the lease was marked) |
@@ -30,6 +31,14 @@ package struct RedisCacheStore: CacheStore {
         do {
             if keys.count == 1 { return [try await redis.get(keys[0])] }
             return try await redis.mget(keys)
+        } catch {
+            throw Self.classify(error)
+        }
+    }
+
+    package func read(_ key: String) async throws(CacheStoreError) -> [UInt8]? {
+        do {
+            return try await redis.get(key)
         } catch {
             throw Self.classify(error)
         }

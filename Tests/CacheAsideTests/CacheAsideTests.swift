@@ -39,7 +39,7 @@ import Testing
         let fixture = try await Fixture.make(rows: 1)
         let process = try await Process.make(namespace: fixture.namespace)
         let probe = LoadProbe()
-        let repo = fixture.repository(process, probe: probe, policy: CachePolicy(negativeTTL: .seconds(30)))
+        let repo = fixture.repository(process, probe: probe, policy: CachePolicy(negativeTTL: .seconds(30), leaseTTL: testLeaseTTL))
         do {
             #expect(try await repo.find(999) == nil)
             #expect(await eventually { try await fixture.cachedItem(try repo.cacheKey(for: 999).entryKey) != nil }, "the fill landed")
@@ -208,7 +208,7 @@ import Testing
     @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
     func aFillThatRacedAWriteIsRejected(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
-        let policy = CachePolicy(leaseMode: mode)
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, leaseMode: mode)
         let reader = try await Process.make(namespace: fixture.namespace, policy: policy)
         let writer = try await Process.make(namespace: fixture.namespace, policy: policy)
         let probe = LoadProbe()
@@ -257,7 +257,7 @@ import Testing
     func aStampedeOnAColdKeyLoadsTheDatabaseAlmostOnce(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
         // A long lease wait, so that a loaded machine cannot turn waiting readers into loaders.
-        let policy = CachePolicy(leaseWait: .seconds(3), leaseMode: mode)
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, leaseWait: .seconds(3), leaseMode: mode)
         var processes: [Process] = []
         for _ in 0..<4 { processes.append(try await Process.make(namespace: fixture.namespace, policy: policy)) }
         let probe = LoadProbe()
@@ -294,7 +294,7 @@ import Testing
         // A long command timeout: with the breaker open, a read must not pay it (and a
         // loaded machine cannot make a read that skips Redis take half of it).
         let timeout = Duration.seconds(4)
-        let policy = CachePolicy(circuitBreaker: .init(failureThreshold: 2, coolDown: .seconds(5)))
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, circuitBreaker: .init(failureThreshold: 2, coolDown: .seconds(5)))
         let process = try await Process.make(
             namespace: fixture.namespace, redisURL: urls.redisURL, redisCommandTimeout: timeout, policy: policy)
         let probe = LoadProbe()
@@ -347,6 +347,7 @@ import Testing
         let urls = try await TestEnvironment.startPrivateInstance(instance)
         let fixture = try await Fixture.make(rows: 3)
         let policy = CachePolicy(
+            leaseTTL: testLeaseTTL,
             circuitBreaker: .init(failureThreshold: 1, coolDown: .milliseconds(200)),
             invalidationRetryDelay: .milliseconds(50), invalidationRetryMaxDelay: .milliseconds(200))
         let process = try await Process.make(

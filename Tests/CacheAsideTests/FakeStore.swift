@@ -67,6 +67,10 @@ final class FakeStore: CacheStore {
         return values
     }
 
+    func read(_ key: String) async throws(CacheStoreError) -> [UInt8]? {
+        try await read([key])[0]
+    }
+
     func lease(_ requests: [LeaseRequest]) async throws(CacheStoreError) -> [LeaseReply] {
         count("lease")
         if let hook = state.withLock({ s -> Hook? in defer { s.beforeLease = nil }; return s.beforeLease }) { await hook(self) }

@@ -83,12 +83,13 @@ struct Process: Sendable {
 
     static func make(
         namespace: String, databaseURL: String? = nil, redisURL: String? = nil,
-        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = .init(), slowLeases: Bool = false
+        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = CachePolicy(leaseTTL: testLeaseTTL), slowLeases: Bool = false,
+        maxConnections: Int = 8
     ) async throws -> Process {
         // Timeouts far above what a step takes on a loaded machine, so that no test
         // takes the fail-open path by accident; the failure tests set their own.
         var pgConfig = try PGConfiguration(url: try databaseURL ?? TestEnvironment.databaseURL())
-        pgConfig.maxConnections = 8
+        pgConfig.maxConnections = maxConnections
         pgConfig.connectTimeout = .seconds(60)
         pgConfig.acquireTimeout = .seconds(60)
         var redisConfig = try RESPConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
@@ -118,6 +119,7 @@ struct SlowLeaseStore: CacheStore {
     let base: RedisCacheStore
 
     func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?] { try await base.read(keys) }
+    func read(_ key: String) async throws(CacheStoreError) -> [UInt8]? { try await base.read(key) }
     func lease(_ requests: [LeaseRequest]) async throws(CacheStoreError) -> [LeaseReply] {
         try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000)))
         return try await base.lease(requests)
@@ -135,6 +137,10 @@ struct SlowLeaseStore: CacheStore {
     }
     func shutdown() async { await base.shutdown() }
 }
+
+/// The tests' lease TTL: far longer than a load takes on a loaded machine, so that no
+/// test loses its lease by accident (the tests about expiry expire leases themselves).
+let testLeaseTTL: Duration = .seconds(60)
 
 /// The tests' logger: the library logs through it.
 let testLogger = Logger(label: "cache-aside-tests")
@@ -159,7 +165,7 @@ struct Fixture: Sendable {
         return Fixture(table: table, namespace: namespace, admin: admin, rawRedis: rawRedis)
     }
 
-    func repository(_ process: Process, probe: LoadProbe = LoadProbe(), policy: CachePolicy = .init()) -> ItemRepository {
+    func repository(_ process: Process, probe: LoadProbe = LoadProbe(), policy: CachePolicy = CachePolicy(leaseTTL: testLeaseTTL)) -> ItemRepository {
         ItemRepository(cache: process.cache, table: table, probe: probe, policy: policy)
     }
 

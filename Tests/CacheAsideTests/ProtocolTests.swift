@@ -10,8 +10,9 @@ import Testing
 
 /// The protocol's scenarios against the real servers: keys that vanish, a previous
 /// schema version, a server that refuses writes, a commit whose outcome is unknown,
-/// fills announced across processes, and the runtime as a service.
-@Suite struct ProtocolTests {
+/// fills announced across processes, and the runtime as a service. One at a time: most
+/// start private servers, which is heavy on a 2-core machine.
+@Suite(.serialized) struct ProtocolTests {
     static let modes: [CachePolicy.LeaseMode] = [.overlapped, .exclusive]
 
     /// Scenario 1: a reader holds its lease and has read v1; a write lands, and the
@@ -27,7 +28,7 @@ import Testing
             redisURL = try await TestEnvironment.startPrivateInstance(name).redisURL
         }
         let fixture = try await Fixture.make(rows: 1)
-        let policy = CachePolicy(leaseMode: mode)
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, leaseMode: mode)
         let reader = try await Process.make(namespace: fixture.namespace, redisURL: redisURL, policy: policy)
         let writer = try await Process.make(namespace: fixture.namespace, redisURL: redisURL, policy: policy)
         let raw = try RESPClient(configuration: try RESPConfiguration(url: redisURL ?? TestEnvironment.redisURL()))
@@ -72,7 +73,7 @@ import Testing
     @Test(arguments: modes)
     func aProcessOnThePreviousSchemaVersionNeverReadsAnOverwrittenRow(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
-        let policy = CachePolicy(leaseMode: mode)
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, leaseMode: mode)
         let old = try await Process.make(namespace: fixture.namespace, policy: policy)
         let new = try await Process.make(namespace: fixture.namespace, policy: policy)
         let oldRepo = VersionedRepository(base: fixture.repository(old, policy: policy), schemaVersion: 1)
@@ -104,7 +105,7 @@ import Testing
         let instance = TestEnvironment.uniqueName("oom")
         let urls = try await TestEnvironment.startPrivateInstance(instance)
         let fixture = try await Fixture.make(rows: 10)
-        let policy = CachePolicy(leaseMode: mode, circuitBreaker: .init(failureThreshold: 1000))
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, leaseMode: mode, circuitBreaker: .init(failureThreshold: 1000))
         let reader = try await Process.make(namespace: fixture.namespace, redisURL: urls.redisURL, policy: policy)
         let writer = try await Process.make(namespace: fixture.namespace, redisURL: urls.redisURL, policy: policy)
         let admin = try RESPClient(configuration: try RESPConfiguration(url: urls.redisURL))
@@ -147,6 +148,7 @@ import Testing
         let urls = try await TestEnvironment.startPrivateInstance(instance)
         let fixture = try await Fixture.make(rows: 10)
         let policy = CachePolicy(
+            leaseTTL: testLeaseTTL,
             circuitBreaker: .init(failureThreshold: 1, coolDown: .milliseconds(200)),
             invalidationRetryDelay: .milliseconds(50), invalidationRetryMaxDelay: .milliseconds(200))
         let reader = try await Process.make(namespace: fixture.namespace, redisURL: urls.redisURL, policy: policy)
@@ -231,7 +233,7 @@ import Testing
     @Test(arguments: modes)
     func aReaderInAnotherProcessSeesTheFillWhenItIsAnnounced(mode: CachePolicy.LeaseMode) async throws {
         let fixture = try await Fixture.make(rows: 1)
-        let policy = CachePolicy(leaseWait: .seconds(120), leaseRecheckInterval: .seconds(60), leaseMode: mode)
+        let policy = CachePolicy(leaseTTL: testLeaseTTL, leaseWait: .seconds(120), leaseRecheckInterval: .seconds(60), leaseMode: mode)
         let a = try await Process.make(namespace: fixture.namespace, policy: policy)
         let b = try await Process.make(namespace: fixture.namespace, policy: policy)
         let probeA = LoadProbe(), probeB = LoadProbe()
@@ -274,6 +276,7 @@ import Testing
         let fixture = try await Fixture.make(rows: 3)
         // Retries far apart, so that only the shutdown can deliver in time.
         let policy = CachePolicy(
+            leaseTTL: testLeaseTTL,
             circuitBreaker: .init(failureThreshold: 1, coolDown: .seconds(60)),
             invalidationRetryDelay: .seconds(600), invalidationRetryMaxDelay: .seconds(600))
         var redisConfig = try RESPConfiguration(url: urls.redisURL)

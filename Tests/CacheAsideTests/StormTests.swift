@@ -10,7 +10,10 @@ import Testing
 /// sets, each with its own single-flight table, breaker and subscription), with an
 /// adversary: no read returns a version older than a write that returned before the
 /// read began, and no stale entry is left.
-@Suite struct StormTests {
+///
+/// One storm at a time, each process with a small pool: storms in parallel would hold
+/// enough PostgreSQL connections to starve the other tests.
+@Suite(.serialized) struct StormTests {
     enum Adversary: Sendable {
         case none
         /// Deletes every tombstone it sees, as eviction, FLUSHDB or an operator may.
@@ -83,12 +86,13 @@ import Testing
         let fixture = try await Fixture.make(rows: Int(storm.keyCount))
         let redisURL = try storm.redisURL ?? TestEnvironment.redisURL()
         let raw = try RESPClient(configuration: try RESPConfiguration(url: redisURL))
-        let policy = CachePolicy(ttl: .seconds(60), leaseMode: storm.mode)
+        let policy = CachePolicy(ttl: .seconds(60), leaseTTL: testLeaseTTL, leaseMode: storm.mode)
         var processes: [Process] = []
         for n in storm.schemaVersions.indices {
             // With an adversary, the first process is on a slow network.
             processes.append(try await Process.make(
-                namespace: fixture.namespace, redisURL: redisURL, policy: policy, slowLeases: storm.adversary != .none && n == 0))
+                namespace: fixture.namespace, redisURL: redisURL, policy: policy, slowLeases: storm.adversary != .none && n == 0,
+                maxConnections: 3))
         }
         let repos = zip(processes, storm.schemaVersions).map { process, version in
             VersionedRepository(base: fixture.repository(process, policy: policy), schemaVersion: version)
