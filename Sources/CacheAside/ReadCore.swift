@@ -150,6 +150,13 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             if !leaders.isEmpty {
                 let led = try await lead(leaders, alsoLoading: databaseOnly)
                 databaseOnly = []
+                if !led.fills.isEmpty {
+                    // Off this caller's path unless a joiner waits for the verdict.
+                    let fills = led.fills
+                    let someoneWaits = fills.contains { $0.0.flight.waiterCount > 0 }
+                    let job: @Sendable () async -> Void = { await self.fill(fills) }
+                    if someoneWaits || !cache.background.submit(job) { await job() }
+                }
                 for (i, value) in led.answers { answers[i] = .some(value) }
                 hits += led.hits
                 open += led.again
@@ -188,6 +195,8 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         var hits = 0
         /// Positions to read afresh.
         var again: [Int] = []
+        /// Entries to fill over the leases held.
+        var fills: [(Leader, Entity?, [UInt8])] = []
     }
 
     private func lead(_ leaders: [Leader], alsoLoading extra: [Int]) async throws -> Led {
@@ -257,10 +266,21 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         for k in loading.indices { loading[k].loadMark = loading[k].flight.mark() }
         let positions = loading.map(\.position) + extra
         counters.record(.databaseLoad)
+        if overlap.isEmpty {
+            // Nothing to overlap: load on this task (no child task to start and join).
+            let values: [Entity?]
+            do {
+                values = try await load(positions)
+            } catch {
+                abandon(loading, holding: leased, error: error)
+                throw error
+            }
+            return finishLoads(loading, holding: leased, positions: positions, values: values, led: led)
+        }
         async let loaded = load(positions)
         // Over a tombstone (overlapped mode), the lease is taken while the row loads.
         var overlapLeased = Set<Int>()
-        if !overlap.isEmpty, let replies = await takeLeases(overlap) {
+        if let replies = await takeLeases(overlap) {
             for (k, l) in overlap.enumerated() {
                 if case .granted = replies[k] {
                     cache.flights.register(lease: l.lease.token, l.flight)
@@ -277,14 +297,27 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         do {
             values = try await loaded
         } catch {
-            for l in loading {
-                cache.flights.leave(keys[l.position], l.flight)
-                cache.flights.unregister(lease: l.lease.token)
-                l.flight.resolve(error is CancellationError ? .retry : .failure(error))
-            }
-            if !holding.isEmpty { releaseLeases(holding) }
+            abandon(loading, holding: holding, error: error)
             throw error
         }
+        return finishLoads(loading, holding: holding, positions: positions, values: values, led: led)
+    }
+
+    /// The load failed: joiners learn it, leases are given up.
+    private func abandon(_ loading: [Leader], holding: [Leader], error: any Error) {
+        for l in loading {
+            cache.flights.leave(keys[l.position], l.flight)
+            cache.flights.unregister(lease: l.lease.token)
+            l.flight.resolve(error is CancellationError ? .retry : .failure(error))
+        }
+        if !holding.isEmpty { releaseLeases(holding) }
+    }
+
+    /// The rows are loaded: answers, joiners, and fills over the leases held.
+    private func finishLoads(
+        _ loading: [Leader], holding: [Leader], positions: [Int], values: [Entity?], led first: Led
+    ) -> Led {
+        var led = first
         // Leave the table before any fill is sent: nobody may join these loads by key
         // once a write could have invalidated what they fill.
         for l in loading { cache.flights.leave(keys[l.position], l.flight) }
@@ -306,10 +339,8 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             }
         }
         if !fills.isEmpty {
-            let someoneWaits = fills.contains { $0.0.flight.waiterCount > 0 }
             let toFill = fills
-            let job: @Sendable () async -> Void = { await self.fill(toFill) }
-            if someoneWaits || !cache.background.submit(job) { await job() }
+            led.fills = toFill
         }
         return led
     }

@@ -5,7 +5,8 @@ import CacheAsidePostgres
 import CacheAsideRedis
 import Synchronization
 
-/// The cache core's own rows: `decode_entry` (the entry codec alone, as a hit runs it),
+/// The cache core's own rows: `decode_entry` (the entry codec alone, as a hit runs it;
+/// `decode_entry_foundation` the same with `JSONDecoder`, for comparison),
 /// `lease_fill` (one fill over a lease: the script's round trip) and
 /// `lease_wait_cross_process` (reader B in another runtime waits for reader A's fill:
 /// from A's load returning to B's find returning).
@@ -14,7 +15,9 @@ struct CacheRows: Sendable {
 
     func run(redis: RESPClient) async throws -> [(String, Result)] {
         var results: [(String, Result)] = []
-        results.append(("decode_entry", try decodeEntry()))
+        results.append(("decode_entry", try decodeEntry(JSONValueCodec())))
+        // The same entry through Foundation's JSONDecoder, for comparison in the same run.
+        results.append(("decode_entry_foundation", try decodeEntry(JSONValueCodec(encoder: JSONEncoder(), decoder: JSONDecoder()))))
         let waits = try await leaseWaits(redis: redis)
         results.append(("lease_fill", waits.fill))
         results.append(("lease_wait_cross_process", waits.wait))
@@ -22,9 +25,8 @@ struct CacheRows: Sendable {
     }
 
     /// Decodes a 100-byte entry (envelope and a four-field struct), as a hit does.
-    private func decodeEntry() throws -> Result {
+    private func decodeEntry(_ codec: JSONValueCodec) throws -> Result {
         progress("decode_entry ...")
-        let codec = JSONValueCodec()
         let user = BenchUser(id: 4242, name: "User 4242", email: "user4242@example.com", updatedAt: Date(timeIntervalSince1970: 1_764_547_200.123456))
         let entry = try EntryFormat.encode(user, schemaVersion: 1, codec: codec)
         progress("entry: \(entry.count) bytes")
