@@ -175,3 +175,27 @@ struct GatedRepository: CachedRepository {
         return user
     }
 }
+
+extension Report {
+    /// The cache core's targets: differences in microseconds, or ratios.
+    var cacheCoreTargets: [Target] {
+        func difference(_ a: String, _ b: String) -> Double? {
+            guard let x = value(a)?.p50Micros, let y = value(b)?.p50Micros else { return nil }
+            return x - y
+        }
+        let concurrent: Double? = {
+            guard let a = value("cache_hit_concurrent")?.opsPerSecond, let b = value("redis_get_concurrent")?.opsPerSecond,
+                  b > 0 else { return nil }
+            return a / b
+        }()
+        return [
+            Target(name: "cache_hit p50 - redis_get p50 (µs)", ratio: difference("cache_hit", "redis_get"),
+                   bound: 3, atMost: true, formula: "<= 3"),
+            Target(name: "cache_hit_concurrent / redis_get_concurrent ops/s", ratio: concurrent,
+                   bound: 0.8, atMost: false, formula: ">= 0.8"),
+            Target(name: "decode_entry p50 (µs)", ratio: value("decode_entry")?.p50Micros, bound: 2, atMost: true, formula: "<= 2"),
+            Target(name: "lease_wait_cross_process p50 - lease_fill p50 (µs)",
+                   ratio: difference("lease_wait_cross_process", "lease_fill"), bound: 1000, atMost: true, formula: "<= 1000"),
+        ]
+    }
+}
