@@ -39,7 +39,7 @@ public struct JSONValueCodec: CacheValueCodec, @unchecked Sendable {
         do {
             return Array(try encoder.encode(value))
         } catch {
-            throw CacheError(kind: .encoding, message: "cannot encode \(Value.self) as JSON: \(error)")
+            throw CacheError(kind: .encoding, message: "cannot encode \(Value.self) as JSON: \(describe(error))")
         }
     }
 
@@ -48,8 +48,33 @@ public struct JSONValueCodec: CacheValueCodec, @unchecked Sendable {
             if let decoder { return try decoder.decode(Value.self, from: Data(bytes[range])) }
             return try JSONValueDecoder().decode(Value.self, from: bytes, in: range)
         } catch {
-            throw CacheError(kind: .decoding, message: "entry is not a \(Value.self): \(error)")
+            throw CacheError(kind: .decoding, message: "entry is not a \(Value.self): \(describe(error))")
         }
+    }
+}
+
+/// What went wrong in coding, without the values involved (a row's values never go
+/// into an error or a log): the kind of error and where, by coding path.
+func describe(_ error: any Error) -> String {
+    func path(_ keys: [any CodingKey]) -> String {
+        keys.isEmpty ? "the top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+    switch error {
+    case let error as DecodingError:
+        switch error {
+        case .typeMismatch(let type, let context): return "expected \(type) at \(path(context.codingPath))"
+        case .valueNotFound(let type, let context): return "no \(type) at \(path(context.codingPath))"
+        case .keyNotFound(let key, let context): return "no key '\(key.stringValue)' at \(path(context.codingPath))"
+        case .dataCorrupted(let context): return "malformed JSON at \(path(context.codingPath))"
+        @unknown default: return "decoding failed"
+        }
+    case let error as EncodingError:
+        switch error {
+        case .invalidValue(_, let context): return "a value JSON cannot hold at \(path(context.codingPath))"
+        @unknown default: return "encoding failed"
+        }
+    default:
+        return "\(type(of: error))"
     }
 }
 
