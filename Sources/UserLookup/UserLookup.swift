@@ -130,7 +130,7 @@ struct Demo {
 
         // 6. Summary.
         let stats = cache.statistics(keyspace: repository.keyspace)
-        say("\nsummary: \(stats.hits) hits, \(stats.misses) misses, \(stats.databaseLoads) database loads, \(stats.fills) fills")
+        say("\nsummary: \(stats.hits) hits, \(stats.misses) misses, \(stats.databaseLoads) database loads, \(stats.fills) fills, \(stats.rejectedFills) rejected")
         say("  p50 from cache:    \(format(timings.p50(\.cache)))  (\(timings.cache.count) reads)")
         say("  p50 from database: \(format(timings.p50(\.database)))  (\(timings.database.count) reads)")
         if stats.failOpenReads > 0 {
