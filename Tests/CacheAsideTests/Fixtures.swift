@@ -155,7 +155,12 @@ struct Fixture: Sendable {
     static func make(rows: Int = 0) async throws -> Fixture {
         let table = TestEnvironment.uniqueName("items")
         let namespace = TestEnvironment.uniqueName("ns")
-        let admin = PGClient(configuration: try PGConfiguration(url: try TestEnvironment.databaseURL()))
+        // Generous timeouts: when the whole suite starts at once, a first connection can
+        // take seconds on a loaded 2-core machine.
+        var adminConfig = try PGConfiguration(url: try TestEnvironment.databaseURL())
+        adminConfig.connectTimeout = .seconds(60)
+        adminConfig.acquireTimeout = .seconds(60)
+        let admin = PGClient(configuration: adminConfig)
         let rawRedis = try RESPClient(configuration: try RESPConfiguration(url: try TestEnvironment.redisURL()))
         try await admin.execute("CREATE TABLE \(table) (id bigint PRIMARY KEY, name text NOT NULL, version bigint NOT NULL DEFAULT 1)")
         if rows > 0 {

@@ -282,7 +282,10 @@ import Testing
         var redisConfig = try RESPConfiguration(url: urls.redisURL)
         redisConfig.commandTimeout = .seconds(2)
         redisConfig.reconnectBackoffMaximum = .milliseconds(200)
-        let postgres = PGClient(configuration: try PGConfiguration(url: try TestEnvironment.databaseURL()))
+        var pgConfig = try PGConfiguration(url: try TestEnvironment.databaseURL())
+        pgConfig.connectTimeout = .seconds(60)
+        pgConfig.acquireTimeout = .seconds(60)
+        let postgres = PGClient(configuration: pgConfig)
         let redis = try RESPClient(configuration: redisConfig)
         let cache = try CacheAside(
             postgres: postgres, redis: redis, namespace: fixture.namespace, defaultPolicy: policy,

@@ -54,7 +54,10 @@ func example(databaseURL: String, redisURL: String) async throws {
         let url = try TestEnvironment.databaseURL()
         // The example uses a table named `users`: give it one of its own in a schema.
         let schema = TestEnvironment.uniqueName("readme")
-        let admin = PGClient(configuration: try PGConfiguration(url: url))
+        var adminConfig = try PGConfiguration(url: url)
+        adminConfig.connectTimeout = .seconds(60)
+        adminConfig.acquireTimeout = .seconds(60)
+        let admin = PGClient(configuration: adminConfig)
         try await admin.execute("CREATE SCHEMA \(schema)")
         try await admin.execute("CREATE TABLE \(schema).users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL)")
         try await admin.execute("INSERT INTO \(schema).users VALUES (42, 'Grace', 'g@example.com'), (1, 'One', 'one@example.com')")
