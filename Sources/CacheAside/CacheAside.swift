@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import CacheAsidePostgres
 import CacheAsideRedis
+import ServiceLifecycle
 import Synchronization
 
 extension UUID: CacheIdentifier {
@@ -11,64 +12,107 @@ extension UUID: CacheIdentifier {
 
 /// The shared cache-aside runtime: one per application, shared by every repository.
 ///
-/// It holds the two clients, the namespace every key starts with, this process's
-/// single-flight table, a circuit breaker per keyspace, and the queue of invalidations
-/// waiting for Redis to come back. Repositories (``CachedRepository``) reach it through
-/// their `cache` property.
+/// It owns the database client and the cache's store (Redis), the namespace every key
+/// starts with, this process's single-flight table, a circuit breaker per keyspace, the
+/// invalidations waiting to be retried, and the listener for fills announced by other
+/// processes.
 ///
+/// ## Lifecycle
+/// It is a swift-service-lifecycle `Service`: put it in a `ServiceGroup`, or run it
+/// with ``withRunning(_:)``. ``run()`` owns the background work: invalidation retries,
+/// the fill announcements subscription, and fills sent off the callers' paths. On
+/// graceful shutdown (or ``shutdown()``) it stops taking background work, delivers
+/// pending invalidations for at most ``shutdownTimeout``, then shuts both clients
+/// down. `find` and the writes work without `run()` (fills are then sent on the
+/// caller's path, and failed invalidations are retried only at ``shutdown()``).
+///
+/// ## Observability
 /// Metrics (swift-metrics, dimension `keyspace`): counters `cache_aside_hits_total`,
 /// `cache_aside_misses_total`, `cache_aside_fills_total`,
 /// `cache_aside_rejected_fills_total`, `cache_aside_lease_waits_total`,
 /// `cache_aside_database_loads_total`, `cache_aside_fail_open_reads_total`,
-/// `cache_aside_invalidation_retries_total`, `cache_aside_decode_failures_total`, and the
-/// timer `cache_aside_find_duration` (dimension `path`: `hit` or `miss`).
+/// `cache_aside_invalidation_retries_total`, `cache_aside_decode_failures_total`,
+/// `cache_aside_store_errors_total`, and the timer `cache_aside_find_duration`
+/// (dimension `path`: `hit` or `miss`). Logs go to the logger given at init: per-request
+/// events at debug level; warnings only when something changes state (a breaker opens,
+/// invalidations start failing, entries of a keyspace stop decoding).
 public final class CacheAside: Sendable {
     /// The database every repository reads from and writes to.
     public let postgres: PGClient
-    /// The shared cache.
-    public let redis: RESPClient
     /// The prefix of every key this cache writes (`A-Z a-z 0-9 - . _`).
     public let namespace: String
     /// The policy of repositories that do not give their own.
     public let defaultPolicy: CachePolicy
-    /// How entries are turned into bytes and back.
-    public let codec: any CacheEntryCodec
-    /// Where problems are logged.
+    /// How cached values are turned into bytes and back.
+    public let codec: any CacheValueCodec
+    /// Where the runtime logs.
     public let logger: Logger
+    /// How long a graceful shutdown keeps trying to deliver pending invalidations.
+    public let shutdownTimeout: Duration
 
+    package let store: any CacheStore
     let flights = SingleFlightTable()
     let invalidations: InvalidationQueue
+    let announcements = FillAnnouncements()
+    let background = BackgroundWork()
+    /// The first half of every lease token this runtime takes: tells its own leases.
+    let leasePrefix: [UInt8]
     private let keyspaces = Mutex<[KeyspaceID: KeyspaceState]>([:])
+    private let lifecycle = Mutex(Lifecycle())
 
-    /// Creates the runtime.
+    /// Creates the runtime over a Redis client.
     ///
     /// - Parameters:
     ///   - postgres: the database client (its pool is shared by every repository).
-    ///   - redis: the Redis client. Give it a short command timeout (the default
-    ///     1 s is an upper bound; 100–250 ms suits a cache on the same network): a read
-    ///     waits at most that long for a slow Redis before it goes to the database.
+    ///   - redis: the Redis client. Give it a short command timeout (100–250 ms suits a
+    ///     cache on the same network): a read waits at most that long for a slow
+    ///     Redis before it goes to the database.
     ///   - namespace: the first part of every key, e.g. the application's name.
     ///   - defaultPolicy: the policy of repositories that do not give their own.
-    ///   - codec: the entry format; JSON by default.
-    ///   - logger: where problems are logged.
+    ///   - codec: how values are stored; JSON by default.
+    ///   - shutdownTimeout: how long shutdown keeps trying to deliver pending
+    ///     invalidations. Default: 5 seconds.
+    ///   - logger: where the runtime logs (debug for requests, warnings for changes of
+    ///     state).
     /// - Throws: ``CacheError`` if the namespace is empty or uses other characters than
     ///   `A-Z a-z 0-9 - . _`.
-    public init(
+    public convenience init(
         postgres: PGClient,
         redis: RESPClient,
         namespace: String,
         defaultPolicy: CachePolicy = .default,
-        codec: any CacheEntryCodec = JSONEntryCodec(),
-        logger: Logger = Logger(label: "cache-aside")
+        codec: any CacheValueCodec = JSONValueCodec(),
+        shutdownTimeout: Duration = .seconds(5),
+        logger: Logger
+    ) throws(CacheError) {
+        try CacheKey.validate(namespace, what: "namespace")
+        try self.init(
+            postgres: postgres, store: RedisCacheStore(redis: redis, channel: "\(namespace):cache-aside:fills"),
+            namespace: namespace, defaultPolicy: defaultPolicy, codec: codec, shutdownTimeout: shutdownTimeout,
+            logger: logger)
+    }
+
+    /// Creates the runtime over any store (tests use an in-memory one).
+    package init(
+        postgres: PGClient,
+        store: any CacheStore,
+        namespace: String,
+        defaultPolicy: CachePolicy = .default,
+        codec: any CacheValueCodec = JSONValueCodec(),
+        shutdownTimeout: Duration = .seconds(5),
+        logger: Logger
     ) throws(CacheError) {
         try CacheKey.validate(namespace, what: "namespace")
         self.postgres = postgres
-        self.redis = redis
+        self.store = store
         self.namespace = namespace
         self.defaultPolicy = defaultPolicy
         self.codec = codec
+        self.shutdownTimeout = shutdownTimeout
         self.logger = logger
-        self.invalidations = InvalidationQueue(redis: redis, logger: logger)
+        self.invalidations = InvalidationQueue(logger: logger)
+        var generator = SystemRandomNumberGenerator()
+        self.leasePrefix = Token.hex(generator.next() as UInt64)
     }
 
     /// What the cache did for one keyspace since it started.
@@ -83,13 +127,153 @@ public final class CacheAside: Sendable {
         keyspaces.withLock { all in all.values.map(\.counters.statistics).reduce(CacheStatistics(), +) }
     }
 
-    /// Invalidations that could not reach Redis yet and are being retried.
+    /// Invalidations that could not land yet and are being retried.
     public var pendingInvalidations: Int { invalidations.count }
 
-    /// Tries the pending invalidations one last time and stops retrying. Call it when
-    /// the service shuts down, before shutting the clients down.
+    // MARK: - Lifecycle
+
+    private struct Lifecycle {
+        var running = false
+        var stopRequested = false
+        var finished = false
+        var stopSignal = Signal()
+        var finishWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// Runs the background work until graceful shutdown (or ``shutdown()``), then
+    /// delivers pending invalidations for at most ``shutdownTimeout`` and shuts the
+    /// clients down. Cancelling it stops at once (pending invalidations are then
+    /// lost; their entries expire with their TTL).
+    ///
+    /// - Throws: ``CacheError`` of kind ``CacheError/Kind/shutdown`` if the runtime
+    ///   already ran.
+    public func run() async throws {
+        let (start, stop): (Bool, Signal) = lifecycle.withLock { l in
+            if l.running || l.finished { return (false, l.stopSignal) }
+            l.running = true
+            return (true, l.stopSignal)
+        }
+        guard start else { throw CacheError(kind: .shutdown, message: "the cache runtime runs once") }
+        logger.debug("cache runtime started", metadata: ["namespace": "\(namespace)"])
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { outer in
+                outer.addTask { await self.listenForFills() }
+                await withTaskGroup(of: Void.self) { inner in
+                    inner.addTask { await self.background.run() }
+                    inner.addTask { await self.invalidations.run(store: self.store) }
+                    await stop.wait()
+                    self.background.finish()
+                    self.invalidations.stop(deadline: .now + self.shutdownTimeout)
+                }
+                outer.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.requestStop()
+        }
+        await closeClients()
+        let waiters: [CheckedContinuation<Void, Never>] = lifecycle.withLock { l in
+            l.finished = true
+            l.running = false
+            let w = l.finishWaiters
+            l.finishWaiters = []
+            return w
+        }
+        for w in waiters { w.resume() }
+        logger.debug("cache runtime stopped", metadata: ["namespace": "\(namespace)"])
+    }
+
+    /// Stops the runtime gracefully and returns when it is done: pending invalidations
+    /// are delivered (for at most ``shutdownTimeout``) and the clients are shut down.
+    /// If ``run()`` is not running, does the same itself. Calling it again just waits.
     public func shutdown() async {
-        await invalidations.shutdown()
+        enum Next { case wait, doItHere, done }
+        let next: Next = lifecycle.withLock { l in
+            if l.finished { return .done }
+            if l.running { return .wait }
+            l.finished = true
+            return .doItHere
+        }
+        switch next {
+        case .done:
+            return
+        case .doItHere:
+            background.finish()
+            await invalidations.flush(store: store, deadline: .now + shutdownTimeout)
+            await closeClients()
+        case .wait:
+            requestStop()
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now: Bool = lifecycle.withLock { l in
+                    if l.finished { return true }
+                    l.finishWaiters.append(c)
+                    return false
+                }
+                if now { c.resume() }
+            }
+        }
+    }
+
+    /// Runs ``run()`` while `body` runs, then shuts down gracefully (delivering pending
+    /// invalidations, closing the clients) and returns `body`'s result.
+    ///
+    /// ```swift
+    /// try await cache.withRunning {
+    ///     let user = try await users.find(42)
+    /// }
+    /// ```
+    public func withRunning<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run() }
+            let result: Result
+            do {
+                result = try await body()
+            } catch {
+                await shutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+            await shutdown()
+            try await group.waitForAll()
+            return result
+        }
+    }
+
+    private func requestStop() {
+        let signal: Signal? = lifecycle.withLock { l in
+            if l.stopRequested { return nil }
+            l.stopRequested = true
+            return l.stopSignal
+        }
+        signal?.fire()
+    }
+
+    private func closeClients() async {
+        await store.shutdown()
+        await postgres.shutdown()
+    }
+
+    /// Keeps the fill announcements subscription open until cancelled, reopening it
+    /// with backoff when it fails.
+    private func listenForFills() async {
+        var backoff = Duration.milliseconds(100)
+        var failing = false
+        while !Task.isCancelled {
+            do {
+                try await store.listenForFills(
+                    onReady: { [announcements] in announcements.setListening(true) },
+                    deliver: { [announcements] key in announcements.deliver(key) })
+            } catch {
+                if !failing {
+                    logger.info("cache fill announcements unavailable; waiters read keys again instead",
+                                metadata: ["error": "\(error)"])
+                    failing = true
+                }
+            }
+            announcements.setListening(false)
+            if Task.isCancelled { return }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
     }
 
     // MARK: - Keyspaces
@@ -100,67 +284,106 @@ public final class CacheAside: Sendable {
         let prefix = try KeyPrefix.validated(namespace: namespace, keyspace: name, schemaVersion: schemaVersion)
         return keyspaces.withLock { all in
             if let state = all[id], state.policy == policy { return state }
-            let state = KeyspaceState(prefix: prefix, policy: policy, counters: all[id]?.counters)
+            let state = KeyspaceState(prefix: prefix, policy: policy, counters: all[id]?.counters, logger: logger)
             all[id] = state
             return state
         }
     }
 }
 
+extension CacheAside: Service {}
+
 struct KeyspaceID: Hashable, Sendable {
     let name: String
     let schemaVersion: Int
 }
 
-/// Per keyspace: its key prefix, policy, breaker and counters.
+/// Per keyspace and schema version: its key prefix, policy, breaker and counters.
 final class KeyspaceState: Sendable {
     let prefix: KeyPrefix
     let policy: CachePolicy
     let counters: KeyspaceCounters
-    let breaker: Mutex<CircuitBreaker>
+    let logger: Logger
+    private let breaker: Mutex<CircuitBreaker>
     /// True while the breaker is closed with no failure counted: the hit path then
     /// needs neither the breaker's lock nor the clock.
     private let healthy = Atomic<Bool>(true)
+    private let decodeFailureLogged = Atomic<Bool>(false)
 
-    init(prefix: KeyPrefix, policy: CachePolicy, counters: KeyspaceCounters?) {
+    init(prefix: KeyPrefix, policy: CachePolicy, counters: KeyspaceCounters?, logger: Logger) {
         self.prefix = prefix
         self.policy = policy
         self.counters = counters ?? KeyspaceCounters(keyspace: prefix.keyspace)
+        self.logger = logger
         self.breaker = Mutex(CircuitBreaker(configuration: policy.circuitBreaker))
     }
 
-    /// Whether to call Redis now.
-    func mayCallRedis() -> Bool {
+    /// Whether to call the store now.
+    @inline(__always)
+    func mayCallStore() -> Bool {
         if healthy.load(ordering: .relaxed) { return true }
         let now = ContinuousClock.now
         return breaker.withLock { $0.decide(now: now) } != .reject
     }
 
-    /// Reports the outcome of a Redis call to the breaker. Server errors (a script
-    /// bug, WRONGTYPE) are not Redis being down: they count as successes.
-    func redisSucceeded() {
+    /// Whether the breaker refuses calls now (for tests and health checks).
+    var breakerIsOpen: Bool {
+        let now = ContinuousClock.now
+        return breaker.withLock { $0.isOpen(now: now) }
+    }
+
+    /// Reports a call the store answered.
+    @inline(__always)
+    func storeSucceeded() {
         if healthy.load(ordering: .relaxed) { return }
-        breaker.withLock { b in
+        let wasOpen: Bool = breaker.withLock { b in
+            let wasOpen: Bool
+            if case .closed = b.state { wasOpen = false } else { wasOpen = true }
             b.recordSuccess()
             healthy.store(true, ordering: .relaxed)
+            return wasOpen
+        }
+        if wasOpen {
+            logger.info("cache store answers again: circuit breaker closed", metadata: ["keyspace": "\(prefix.keyspace)"])
         }
     }
 
-    func redisFailed(_ error: any Error) {
-        guard isUnavailability(error) else {
-            redisSucceeded()
+    /// Reports a failed call. Outages (unreachable, timeouts, refused writes) count
+    /// for the breaker; other error replies and cancellations do not.
+    func storeFailed(_ error: any Error) {
+        let storeError = (error as? CacheStoreError) ?? CacheStoreError(.unavailable, "\(error)")
+        if storeError.kind == .cancelled { return }
+        counters.record(.storeError)
+        guard storeError.isOutage else {
+            logger.debug("cache store error reply", metadata: ["keyspace": "\(prefix.keyspace)", "error": "\(storeError)"])
             return
         }
         let now = ContinuousClock.now
-        breaker.withLock { b in
+        let opened: Bool = breaker.withLock { b in
+            let wasOpen: Bool
+            if case .closed = b.state { wasOpen = false } else { wasOpen = true }
             b.recordFailure(now: now)
             healthy.store(false, ordering: .relaxed)
+            if case .open = b.state { return !wasOpen }
+            return false
+        }
+        if opened {
+            logger.warning("cache store failing: circuit breaker opened, reads go to the database",
+                           metadata: ["keyspace": "\(prefix.keyspace)", "error": "\(storeError)"])
+        } else {
+            logger.debug("cache store call failed", metadata: ["keyspace": "\(prefix.keyspace)", "error": "\(storeError)"])
         }
     }
-}
 
-/// Whether an error means Redis is unreachable or too slow (what a breaker counts).
-func isUnavailability(_ error: any Error) -> Bool {
-    if let redisError = error as? RESPError { return redisError.isConnectionFailure }
-    return !(error is CancellationError)
+    /// Logs an entry that did not decode: the first at warning level (entries of this
+    /// keyspace stopped decoding), later ones at debug.
+    func logDecodeFailure(key: String, error: any Error) {
+        counters.record(.decodeFailure)
+        if !decodeFailureLogged.exchange(true, ordering: .relaxed) {
+            logger.warning("cache entries fail to decode: treating them as misses and replacing them",
+                           metadata: ["keyspace": "\(prefix.keyspace)", "key": "\(key)", "error": "\(error)"])
+        } else {
+            logger.debug("cache entry failed to decode", metadata: ["key": "\(key)", "error": "\(error)"])
+        }
+    }
 }

@@ -24,19 +24,23 @@ extension String: CacheIdentifier {
     public var cacheKeyComponent: String { self }
 }
 
-/// The Redis key of one cached entity: `{namespace}:{keyspace}:v{schemaVersion}:{id}`.
+/// The Redis key of one cached entity: `{namespace}:{keyspace}:{id}`.
 ///
 /// The id is escaped (every byte outside `A-Z a-z 0-9 - . _ ~` becomes `%XX`), so no
 /// id can forge another id's key or another keyspace's key; `namespace`
-/// and `keyspace` are restricted to `A-Z a-z 0-9 - . _` for the same reason. Bumping
-/// `schemaVersion` retires every entry of the keyspace at once: old entries are never
-/// read again and expire with their TTL.
+/// and `keyspace` are restricted to `A-Z a-z 0-9 - . _` for the same reason.
+///
+/// The schema version is not part of the key: it is written inside each entry, so
+/// that processes on different versions (a rolling deploy) share one key per row, and
+/// a write invalidates what every version cached. A reader treats an entry of another
+/// version as a miss and replaces it, so bumping `schemaVersion` retires every old
+/// entry at once.
 public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
     /// The application's prefix, shared by all keyspaces of one cache.
     public let namespace: String
     /// The entity type's name (`user`, `order`).
     public let keyspace: String
-    /// The version of the cached representation.
+    /// The version of the cached representation (written inside the entry).
     public let schemaVersion: Int
     /// The id, unescaped.
     public let id: String
@@ -119,7 +123,7 @@ struct KeyPrefix: Hashable, Sendable {
         self.namespace = namespace
         self.keyspace = keyspace
         self.schemaVersion = schemaVersion
-        self.rendered = "\(namespace):\(keyspace):v\(schemaVersion):"
+        self.rendered = "\(namespace):\(keyspace):"
     }
 
     static func validated(namespace: String, keyspace: String, schemaVersion: Int) throws(CacheError) -> KeyPrefix {
@@ -133,5 +137,11 @@ struct KeyPrefix: Hashable, Sendable {
 
     func key(for id: String) -> CacheKey {
         CacheKey(unchecked: self, id: id)
+    }
+
+    /// The entry key of `id`, without building a ``CacheKey``.
+    @inline(__always)
+    func entryKey(for id: String) -> String {
+        rendered + CacheKey.escape(id)
     }
 }

@@ -21,9 +21,11 @@ public struct CachePolicy: Sendable, Equatable {
     /// How long a reader that finds another process's lease waits for that process's
     /// fill before reading the database itself. Default: 300 ms.
     public var leaseWait: Duration
-    /// The first pause between polls while waiting for another process's fill; the
-    /// pause doubles up to 8 times this. Default: 5 ms.
-    public var leasePollInterval: Duration
+    /// While waiting for another process's fill, how often the reader reads the key
+    /// again in case no announcement comes (the lease was replaced by a write's
+    /// tombstone, or announcements are not being received). Fills themselves are
+    /// announced and seen at once. Default: 50 ms.
+    public var leaseRecheckInterval: Duration
     /// Whether a reader that missed loads the row while it takes the lease, or only
     /// after. Default: ``LeaseMode/overlapped``.
     public var leaseMode: LeaseMode
@@ -42,7 +44,7 @@ public struct CachePolicy: Sendable, Equatable {
         negativeTTL: Duration = .seconds(30),
         leaseTTL: Duration = .seconds(3),
         leaseWait: Duration = .milliseconds(300),
-        leasePollInterval: Duration = .milliseconds(5),
+        leaseRecheckInterval: Duration = .milliseconds(50),
         leaseMode: LeaseMode = .overlapped,
         circuitBreaker: CircuitBreaker.Configuration = .init(),
         invalidationRetryDelay: Duration = .milliseconds(100),
@@ -53,7 +55,7 @@ public struct CachePolicy: Sendable, Equatable {
         self.negativeTTL = negativeTTL
         self.leaseTTL = leaseTTL
         self.leaseWait = leaseWait
-        self.leasePollInterval = leasePollInterval
+        self.leaseRecheckInterval = leaseRecheckInterval
         self.leaseMode = leaseMode
         self.circuitBreaker = circuitBreaker
         self.invalidationRetryDelay = invalidationRetryDelay
@@ -63,19 +65,20 @@ public struct CachePolicy: Sendable, Equatable {
     /// The default policy.
     public static let `default` = CachePolicy()
 
-    /// How a reader that missed orders its lease and its database load. Both are
-    /// equally safe: a fill succeeds only if no write invalidated the entry since the
-    /// reader looked, whatever the order. They differ in cost.
+    /// How a reader that missed after a write (it found the write's tombstone) orders
+    /// its lease and its database load. Over anything else (an empty key, an entry of
+    /// another schema version, bytes that do not decode) the lease always comes first.
+    /// Both modes are equally safe; they differ in cost.
     public enum LeaseMode: Sendable, Equatable {
-        /// Take the lease and load the row at the same time: a miss costs one Redis
-        /// round trip plus the load. Readers that find a lease wait for its holder's
-        /// fill; but readers of different processes that miss at the same instant
-        /// (within one round trip) may each load once. For cheap loads (a row by
-        /// primary key), the right trade.
+        /// Over a tombstone, take the lease and load the row at the same time: such a
+        /// miss costs one Redis round trip plus the load. The lease is granted only if
+        /// the key still holds the very tombstone the reader saw (its token is unique),
+        /// so a write in between is never missed. Readers of different processes that
+        /// miss at the same instant may each load once.
         case overlapped
-        /// Take the lease first, load only if it was granted: one load per key per
-        /// burst across all processes, at the price of a second Redis round trip on
-        /// every miss. For expensive loads.
+        /// Always take the lease first and load only if it was granted: one load per
+        /// key per burst across all processes, at the price of a second round trip on
+        /// every miss after a write. For expensive loads.
         case exclusive
     }
 
@@ -88,9 +91,9 @@ public struct CachePolicy: Sendable, Equatable {
         return baseMs + Int64((Double(baseMs) * jitter * random).rounded(.down))
     }
 
-    /// The longest any entry written under this policy can live: `ttl × (1 + jitter)`.
-    /// It bounds how long a failed invalidation is retried, and the worst-case
-    /// staleness when Redis cannot be reached for a write's invalidation.
+    /// The longest any entry written under this policy can live: `ttl × (1 + jitter)`
+    /// (or the negative TTL's, if longer). It bounds how long a failed invalidation is
+    /// retried, and the worst-case staleness while a write's invalidation cannot land.
     public var longestEntryLifetime: Duration {
         let jitter = min(max(ttlJitter.isFinite ? ttlJitter : 0, 0), 1)
         let longest = max(max(ttl, negativeTTL), CachePolicy.minimumTTL)
@@ -100,7 +103,9 @@ public struct CachePolicy: Sendable, Equatable {
     /// The lease TTL in milliseconds, at least 100 ms.
     var leaseTTLMilliseconds: Int64 { max(leaseTTL.milliseconds, 100) }
 
-    /// How long a write's tombstone lives: longer than any entry written before it.
+    /// How long a write's tombstone lives. Safety never depends on it (a tombstone that
+    /// vanishes leaves an empty key, over which leases come first); while it lives, a
+    /// miss after the write can overlap its lease and its load.
     var tombstoneTTLMilliseconds: Int64 { longestEntryLifetime.milliseconds + 2 * leaseTTLMilliseconds }
 }
 

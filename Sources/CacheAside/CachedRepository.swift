@@ -1,4 +1,5 @@
 import CacheAsidePostgres
+import Synchronization
 
 /// A table's rows, read through the cache.
 ///
@@ -75,9 +76,19 @@ extension CachedRepository {
     ///   keyspace.
     public func find(_ id: ID) async throws -> Entity? {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
-        let key = state.prefix.key(for: id.cacheKeyComponent)
-        return try await ReadPath(cache: cache, state: state, load: { db in try await self.load(id, on: db) })
-            .find(key)
+        let key = state.prefix.entryKey(for: id.cacheKeyComponent)
+        // The hit path: one GET and the decoding, nothing else.
+        let first: ReadCore<Entity>.FirstRead
+        switch try await cache.hit(key, state: state, as: Entity.self) {
+        case .hit(let value): return value
+        case .missed(let bytes, let since): first = .read([bytes], since: since)
+        case .failed(let since): first = .failed(since: since)
+        case .skipped: first = .none
+        }
+        let values = try await ReadCore<Entity>(cache: cache, state: state, keys: [key]) { _ in
+            [try await self.load(id, on: self.cache.postgres)]
+        }.run(after: first)
+        return values[0]
     }
 
     /// Reads many rows through the cache: one `MGET` for all of them, one
@@ -89,11 +100,19 @@ extension CachedRepository {
         var seen = Set<ID>()
         for id in ids where seen.insert(id).inserted { unique.append(id) }
         if unique.isEmpty { return [:] }
-        let keys = unique.map { state.prefix.key(for: $0.cacheKeyComponent) }
-        return try await ManyReadPath(
-            cache: cache, state: state,
-            loadMany: { ids, db in try await self.load(many: ids, on: db) }
-        ).find(ids: unique, keys: keys)
+        let ordered = unique
+        let keys = ordered.map { state.prefix.entryKey(for: $0.cacheKeyComponent) }
+        let values = try await ReadCore<Entity>(cache: cache, state: state, keys: keys) { positions in
+            let wanted = positions.map { ordered[$0] }
+            let rows = try await self.load(many: wanted, on: self.cache.postgres)
+            return wanted.map { rows[$0] }
+        }.run()
+        var result: [ID: Entity] = [:]
+        result.reserveCapacity(unique.count)
+        for (k, id) in unique.enumerated() {
+            if let value = values[k] { result[id] = value }
+        }
+        return result
     }
 
     /// Reads one row inside a write transaction: from the database (it sees the
@@ -104,10 +123,12 @@ extension CachedRepository {
 
     // MARK: - Writes
 
-    /// Deletes the cached entries (and leases) of `ids`, so that the next read loads
-    /// them from the database. Loads of these ids in flight in this process are not
-    /// joined by later readers. If Redis cannot be reached, the invalidation is retried
-    /// in the background until it succeeds or the entries have expired.
+    /// Replaces the cached entries (and leases) of `ids` with tombstones, so that the
+    /// next read loads them from the database. Loads of these ids in flight in this
+    /// process are not joined by later readers. If the invalidation cannot land (Redis
+    /// unreachable, or refusing writes), it is retried by ``CacheAside/run()`` until it
+    /// lands or the entries have expired, and this process skips the cache for these ids
+    /// meanwhile.
     public func invalidate(_ ids: ID...) async {
         await invalidate(many: ids)
     }
@@ -115,25 +136,22 @@ extension CachedRepository {
     /// Like ``invalidate(_:)``, for a collection of ids.
     public func invalidate(many ids: some Sequence<ID>) async {
         guard let state = try? cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy) else { return }
-        let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent) }
+        let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent).entryKey }
         await cache.invalidate(keys, state: state)
     }
 
-    /// Runs `body` in a transaction and, after it commits, invalidates `ids`.
-    /// A throw rolls the transaction back and invalidates nothing.
+    /// Runs `body` in a transaction and, after it commits, invalidates `ids`. A throw
+    /// from `body` rolls the transaction back and invalidates nothing. If `COMMIT` was
+    /// sent but its outcome is unknown (the connection dropped, a timeout), the ids are
+    /// invalidated anyway before the error is thrown: an extra invalidation is safe.
     @discardableResult
     public func write<Result: Sendable>(
         invalidating ids: [ID],
         _ body: @Sendable (PGTransaction) async throws -> Result
     ) async throws -> Result {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
-        let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent) }
-        let cache = self.cache
-        return try await cache.postgres.withTransaction { transaction in
-            let result = try await body(transaction)
-            transaction.afterCommit { await cache.invalidate(keys, state: state) }
-            return result
-        }
+        let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent).entryKey }
+        return try await cache.write(keys: { _ in keys }, state: state, body)
     }
 
     /// Changes the row `id` in a transaction (`body` runs the SQL) and invalidates its
@@ -161,12 +179,123 @@ extension CachedRepository {
     @discardableResult
     public func insert(_ body: @Sendable (PGTransaction) async throws -> ID) async throws -> ID {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
-        let cache = self.cache
-        return try await cache.postgres.withTransaction { transaction in
-            let id = try await body(transaction)
-            let key = state.prefix.key(for: id.cacheKeyComponent)
-            transaction.afterCommit { await cache.invalidate([key], state: state) }
-            return id
+        return try await cache.write(keys: { id in [state.prefix.key(for: id.cacheKeyComponent).entryKey] }, state: state, body)
+    }
+}
+
+/// What the hit path found.
+enum HitOutcome<Entity: Sendable> {
+    /// An entry of this schema version (`nil`: the row does not exist).
+    case hit(Entity?)
+    /// No entry to answer with: what the key held.
+    case missed([UInt8]?, since: ContinuousClock.Instant)
+    /// The store failed: read the database.
+    case failed(since: ContinuousClock.Instant)
+    /// The cache is not to be read for this key now (a pending invalidation, the
+    /// breaker open).
+    case skipped
+}
+
+extension CacheAside {
+    /// The hit path of a single-key `find`: a `GET` and the decoding.
+    @inline(__always)
+    func hit<Entity: Decodable & Sendable>(_ key: String, state: KeyspaceState, as type: Entity.Type) async throws -> HitOutcome<Entity> {
+        guard !invalidations.contains(key), state.mayCallStore() else { return .skipped }
+        let start = ContinuousClock.now
+        let bytes: [UInt8]?
+        do {
+            bytes = try await store.read(key)
+        } catch {
+            if error.kind == .cancelled { throw CancellationError() }
+            state.storeFailed(error)
+            return .failed(since: start)
+        }
+        state.storeSucceeded()
+        let contents = EntryFormat.classify(bytes)
+        do {
+            if let answer = try EntryFormat.answer(
+                Entity.self, bytes, contents, schemaVersion: state.prefix.schemaVersion, codec: codec)
+            {
+                state.counters.record(.hit)
+                state.counters.hitTimer.recordInterval(since: start)
+                return .hit(answer)
+            }
+        } catch {
+            // Not an entry after all: the read path counts and replaces it.
+        }
+        return .missed(bytes, since: start)
+    }
+
+    /// Runs `body` in a transaction and invalidates the keys its result names after
+    /// the commit, or when the commit's outcome is unknown.
+    func write<Result: Sendable>(
+        keys: @escaping @Sendable (Result) -> [String],
+        state: KeyspaceState,
+        _ body: @Sendable (PGTransaction) async throws -> Result
+    ) async throws -> Result {
+        // The keys once `body` returned; nil until then (a throw from the body rolls
+        // back: nothing to invalidate).
+        let pending = Mutex<(keys: [String]?, done: Bool)>((nil, false))
+        do {
+            return try await postgres.withTransaction { transaction in
+                let result = try await body(transaction)
+                let resultKeys = keys(result)
+                pending.withLock { $0.keys = resultKeys }
+                transaction.afterCommit {
+                    pending.withLock { $0.done = true }
+                    await self.invalidate(resultKeys, state: state)
+                }
+                return result
+            }
+        } catch {
+            // COMMIT may have been sent: its outcome is unknown, so invalidate.
+            let (resultKeys, done) = pending.withLock { ($0.keys, $0.done) }
+            if let resultKeys, !done {
+                logger.debug("write failed after its body ran; invalidating in case it committed",
+                             metadata: ["keyspace": "\(state.prefix.keyspace)", "error": "\(error)"])
+                await invalidate(resultKeys, state: state)
+            }
+            throw error
+        }
+    }
+
+    /// Replaces entries (and any lease they hold) with fresh tombstones after a write,
+    /// in one round trip; a tombstone refused for lack of memory falls back to deleting
+    /// the key. What cannot land is queued for retries.
+    func invalidate(_ keys: [String], state: KeyspaceState) async {
+        guard !keys.isEmpty else { return }
+        for key in keys { flights.forget(key) }
+        guard state.mayCallStore() else {
+            invalidations.enqueue(keys, keyspace: state)
+            return
+        }
+        let ttl = state.policy.tombstoneTTLMilliseconds
+        do {
+            let replies = try await store.invalidate(keys.map {
+                InvalidationRequest(key: $0, tombstone: EntryFormat.tombstone(), ttlMilliseconds: ttl)
+            })
+            var failed: [String] = []
+            var refusal: CacheStoreError?
+            for (key, reply) in zip(keys, replies) {
+                switch reply {
+                case .tombstoned:
+                    break
+                case .deleted:
+                    refusal = CacheStoreError(.outOfMemory, "tombstone refused for lack of memory; the key was deleted")
+                case .refused(let error):
+                    refusal = error
+                    failed.append(key)
+                }
+            }
+            if let refusal {
+                state.storeFailed(refusal)
+            } else {
+                state.storeSucceeded()
+            }
+            if !failed.isEmpty { invalidations.enqueue(failed, keyspace: state) }
+        } catch {
+            state.storeFailed(error)
+            invalidations.enqueue(keys, keyspace: state)
         }
     }
 }

@@ -1,156 +1,179 @@
 import Logging
-import CacheAsideRedis
 import Synchronization
 
-/// Invalidations that could not reach Redis, retried in the background until they
-/// succeed or until the entry they target has surely expired.
+/// Invalidations that could not land yet, retried by ``CacheAside/run()`` until they
+/// do or until the entry they target has surely expired.
 ///
 /// While a key waits here, reads of it in this process skip the cache (they read the
 /// database and fill nothing), so this process never serves the row it just changed.
-/// Other processes may serve the old entry until the retry succeeds or the entry's TTL
+/// Other processes may serve the old entry until the retry lands or the entry's TTL
 /// runs out: the worst-case staleness is the policy's ``CachePolicy/longestEntryLifetime``.
 final class InvalidationQueue: Sendable {
     private struct Pending {
-        var key: CacheKey
-        var policy: CachePolicy
+        var key: String
+        var keyspace: KeyspaceState
         var deadline: ContinuousClock.Instant
         var generation: UInt64
-        var counters: KeyspaceCounters
-        var firstDelay: Duration
-        var maxDelay: Duration
     }
 
     private struct State {
         var pending: [String: Pending] = [:]
         var generation: UInt64 = 0
-        var worker: Task<Void, Never>?
-        var stopped = false
+        /// Set when the runtime stops: deliver what is left until then, then give up.
+        var stopDeadline: ContinuousClock.Instant?
     }
 
-    private let redis: RESPClient
-    private let logger: Logger
     private let state = Mutex(State())
     private let size = Atomic<Int>(0)
+    private let wake = Signal()
+    private let logger: Logger
 
-    init(redis: RESPClient, logger: Logger) {
-        self.redis = redis
+    init(logger: Logger) {
         self.logger = logger
     }
 
     var count: Int { size.load(ordering: .relaxed) }
 
-    /// Whether an invalidation of this entry is waiting. Cheap when none is.
-    func contains(_ entryKey: String) -> Bool {
+    /// Whether an invalidation of this key is waiting. Cheap when none is.
+    func contains(_ key: String) -> Bool {
         if size.load(ordering: .relaxed) == 0 { return false }
-        return state.withLock { $0.pending[entryKey] != nil }
+        return state.withLock { $0.pending[key] != nil }
     }
 
-    /// Queues the invalidation of `keys` (entry and lease each) for retries.
-    func enqueue(_ keys: [CacheKey], keyspace: KeyspaceState) {
-        let policy = keyspace.policy
-        let deadline = ContinuousClock.now + policy.longestEntryLifetime
-        let startWorker: Bool = state.withLock { s in
+    /// Queues the invalidation of `keys` for retries.
+    func enqueue(_ keys: [String], keyspace: KeyspaceState) {
+        guard !keys.isEmpty else { return }
+        let deadline = ContinuousClock.now + keyspace.policy.longestEntryLifetime
+        let wasEmpty: Bool = state.withLock { s in
+            let wasEmpty = s.pending.isEmpty
             for key in keys {
                 s.generation += 1
-                s.pending[key.entryKey] = Pending(
-                    key: key, policy: policy, deadline: deadline, generation: s.generation,
-                    counters: keyspace.counters, firstDelay: policy.invalidationRetryDelay,
-                    maxDelay: policy.invalidationRetryMaxDelay)
+                s.pending[key] = Pending(key: key, keyspace: keyspace, deadline: deadline, generation: s.generation)
             }
             size.store(s.pending.count, ordering: .relaxed)
-            return s.worker == nil && !s.stopped
+            return wasEmpty
         }
         keyspace.counters.record(.invalidationRetry, keys.count)
-        if startWorker { start() }
-    }
-
-    private func start() {
-        state.withLock { s in
-            guard s.worker == nil, !s.stopped else { return }
-            s.worker = Task { [weak self] in await self?.retryUntilDone() }
+        if wasEmpty {
+            logger.warning("cache invalidations are not landing; retrying them, and skipping the cache for their keys",
+                           metadata: ["keyspace": "\(keyspace.prefix.keyspace)", "keys": "\(keys.count)"])
         }
+        wake.fire()
     }
 
-    private func retryUntilDone() async {
+    /// Retries pending invalidations with backoff until ``stop(deadline:)``; then
+    /// keeps trying what is left until that deadline, and returns.
+    func run(store: any CacheStore) async {
         var delay: Duration?
-        while !Task.isCancelled {
-            // Snapshot what is due, dropping what has surely expired in Redis.
+        while true {
+            let (batch, stopDeadline) = dueBatch()
             let now = ContinuousClock.now
-            let batch: [(String, Pending)] = state.withLock { s in
-                for (key, p) in s.pending where p.deadline <= now {
-                    s.pending.removeValue(forKey: key)
-                    logger.error("cache invalidation abandoned: the entry has expired by now", metadata: ["key": "\(key)"])
+            if let stopDeadline {
+                if batch.isEmpty || now >= stopDeadline || Task.isCancelled {
+                    if !batch.isEmpty {
+                        logger.error("cache invalidations not delivered at shutdown; their entries expire with their TTL",
+                                     metadata: ["count": "\(batch.count)"])
+                    }
+                    return
                 }
-                size.store(s.pending.count, ordering: .relaxed)
-                if s.pending.isEmpty {
-                    s.worker = nil
-                    return []
-                }
-                return Array(s.pending.prefix(512))
-            }
-            if batch.isEmpty { return }
-            let first = batch.map(\.1.firstDelay).min() ?? .milliseconds(100)
-            let maxDelay = batch.map(\.1.maxDelay).max() ?? .seconds(5)
-            let wait = delay ?? first
-            do {
-                try await Task.sleep(for: wait)
-            } catch {
+            } else if Task.isCancelled {
                 return
             }
-            do {
-                try await deliver(batch.map(\.1))
-                state.withLock { s in
-                    for (key, p) in batch where s.pending[key]?.generation == p.generation {
-                        s.pending.removeValue(forKey: key)
-                    }
-                    size.store(s.pending.count, ordering: .relaxed)
-                }
-                logger.info("cache invalidations delivered after retry", metadata: ["count": "\(batch.count)"])
+            if batch.isEmpty {
                 delay = nil
-            } catch {
-                for (_, p) in batch { p.counters.record(.invalidationRetry) }
-                logger.warning("cache invalidation retry failed", metadata: ["error": "\(error)", "pending": "\(batch.count)"])
-                delay = min(wait * 2, maxDelay)
+                await wake.wait()
+                continue
+            }
+            let first = batch.map(\.keyspace.policy.invalidationRetryDelay).min() ?? .milliseconds(100)
+            let longest = batch.map(\.keyspace.policy.invalidationRetryMaxDelay).max() ?? .seconds(5)
+            let pause = delay ?? first
+            if let stopDeadline {
+                // Stopping: try again soon, within the deadline.
+                await wake.wait(timeout: min(pause, max(stopDeadline - now, .zero)))
+            } else {
+                await wake.wait(timeout: pause)
+            }
+            if await deliver(batch, store: store) {
+                delay = nil
+            } else {
+                delay = min(pause * 2, longest)
             }
         }
     }
 
-    /// One last attempt, then no more retries.
-    func shutdown() async {
-        let (worker, pending): (Task<Void, Never>?, [Pending]) = state.withLock { s in
-            s.stopped = true
-            let w = s.worker
-            s.worker = nil
-            return (w, Array(s.pending.values))
+    /// Stops retrying in the background: what is pending is tried until `deadline`.
+    func stop(deadline: ContinuousClock.Instant) {
+        state.withLock { $0.stopDeadline = deadline }
+        wake.fire()
+    }
+
+    /// Delivers everything pending now, trying until `deadline` (for a runtime that
+    /// never ran).
+    func flush(store: any CacheStore, deadline: ContinuousClock.Instant) async {
+        stop(deadline: deadline)
+        await run(store: store)
+    }
+
+    /// What is pending, minus what has surely expired in the store by now.
+    private func dueBatch() -> ([Pending], ContinuousClock.Instant?) {
+        let now = ContinuousClock.now
+        return state.withLock { s in
+            var abandoned = 0
+            for (key, p) in s.pending where p.deadline <= now {
+                s.pending.removeValue(forKey: key)
+                abandoned += 1
+            }
+            size.store(s.pending.count, ordering: .relaxed)
+            if abandoned > 0 {
+                logger.warning("cache invalidations abandoned: their entries have expired by now",
+                               metadata: ["count": "\(abandoned)"])
+            }
+            return (Array(s.pending.values.prefix(512)), s.stopDeadline)
         }
-        worker?.cancel()
-        await worker?.value
-        guard !pending.isEmpty else { return }
+    }
+
+    /// One attempt; true if everything in the batch landed.
+    private func deliver(_ batch: [Pending], store: any CacheStore) async -> Bool {
+        let requests = batch.map { p in
+            InvalidationRequest(key: p.key, tombstone: EntryFormat.tombstone(), ttlMilliseconds: p.keyspace.policy.tombstoneTTLMilliseconds)
+        }
+        let replies: [InvalidationReply]
         do {
-            try await deliver(pending)
-            state.withLock { s in
-                s.pending.removeAll()
-                size.store(0, ordering: .relaxed)
-            }
+            replies = try await store.invalidate(requests)
         } catch {
-            logger.error("cache invalidations lost at shutdown: Redis unreachable; entries expire with their TTL",
-                         metadata: ["count": "\(pending.count)", "error": "\(error)"])
+            for p in batch {
+                p.keyspace.counters.record(.invalidationRetry)
+                p.keyspace.storeFailed(error)
+            }
+            logger.debug("cache invalidation retry failed", metadata: ["error": "\(error)", "keys": "\(batch.count)"])
+            return false
         }
-    }
-
-    /// Sends the invalidations in one pipeline, with fresh tombstones.
-    private func deliver(_ pending: [Pending]) async throws {
-        var commands: [[[UInt8]]] = []
-        for p in pending { commands += CacheMarks.invalidationCommands([p.key], policy: p.policy) }
-        try await deliverInvalidationCommands(commands, redis: redis)
-    }
-}
-
-/// Sends invalidation commands in one pipeline; a refusal by the server (out of
-/// memory, say) counts as a failure to retry.
-func deliverInvalidationCommands(_ commands: [[[UInt8]]], redis: RESPClient) async throws {
-    let replies = try await redis.pipeline(commands)
-    if let refused = replies.first(where: { $0.errorMessage != nil }) {
-        throw CacheError(kind: .encoding, message: "Redis refused an invalidation: \(refused)")
+        var landed: [Pending] = []
+        var refused: CacheStoreError?
+        for (p, reply) in zip(batch, replies) {
+            switch reply {
+            case .tombstoned, .deleted:
+                landed.append(p)
+                p.keyspace.storeSucceeded()
+            case .refused(let error):
+                refused = error
+                p.keyspace.counters.record(.invalidationRetry)
+                p.keyspace.storeFailed(error)
+            }
+        }
+        let empty: Bool = state.withLock { s in
+            for p in landed where s.pending[p.key]?.generation == p.generation {
+                s.pending.removeValue(forKey: p.key)
+            }
+            size.store(s.pending.count, ordering: .relaxed)
+            return s.pending.isEmpty
+        }
+        if let refused {
+            logger.debug("cache invalidation retry refused", metadata: ["error": "\(refused)"])
+        }
+        if empty && !landed.isEmpty {
+            logger.info("cache invalidations delivered; none pending", metadata: ["delivered": "\(landed.count)"])
+        }
+        return refused == nil
     }
 }

@@ -7,8 +7,9 @@ import Synchronization
 /// The same events are reported to swift-metrics (see ``CacheAside``), where a backend
 /// such as Prometheus or StatsD picks them up.
 public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
-    /// Reads answered by Redis (including cached "absent" entries, and entries another
-    /// process filled while this read waited for its lease).
+    /// Reads answered by the cache: Redis (including cached "absent" entries, and
+    /// entries another process filled while this read waited for its lease), or a fill
+    /// of this process that the read found in flight and joined in memory.
     public var hits = 0
     /// Reads answered by PostgreSQL: their own load, a load they joined, or a fail-open
     /// read. `hits + misses` is the number of reads (`find(many:)` counts each id).
@@ -25,8 +26,10 @@ public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
     public var failOpenReads = 0
     /// Invalidations retried because Redis could not be reached.
     public var invalidationRetries = 0
-    /// Entries that failed to decode (deleted and treated as misses).
+    /// Entries that failed to decode (treated as misses and replaced).
     public var decodeFailures = 0
+    /// Calls to the store (Redis) that failed: unreachable, timed out, or refused.
+    public var storeErrors = 0
 
     /// Zero counts.
     public init() {}
@@ -42,13 +45,14 @@ public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
         r.failOpenReads += b.failOpenReads
         r.invalidationRetries += b.invalidationRetries
         r.decodeFailures += b.decodeFailures
+        r.storeErrors += b.storeErrors
         return r
     }
 
     public var description: String {
         "hits \(hits), misses \(misses), fills \(fills), rejected fills \(rejectedFills), lease waits \(leaseWaits), "
             + "database loads \(databaseLoads), fail-open reads \(failOpenReads), invalidation retries \(invalidationRetries), "
-            + "decode failures \(decodeFailures)"
+            + "decode failures \(decodeFailures), store errors \(storeErrors)"
     }
 }
 
@@ -57,6 +61,7 @@ public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
 final class KeyspaceCounters: Sendable {
     enum Event: Int, CaseIterable {
         case hit, miss, fill, rejectedFill, leaseWait, databaseLoad, failOpenRead, invalidationRetry, decodeFailure
+        case storeError
 
         var label: String {
             switch self {
@@ -69,6 +74,7 @@ final class KeyspaceCounters: Sendable {
             case .failOpenRead: return "cache_aside_fail_open_reads_total"
             case .invalidationRetry: return "cache_aside_invalidation_retries_total"
             case .decodeFailure: return "cache_aside_decode_failures_total"
+            case .storeError: return "cache_aside_store_errors_total"
             }
         }
     }
@@ -82,6 +88,7 @@ final class KeyspaceCounters: Sendable {
     private let failOpenReads = Atomic<Int>(0)
     private let invalidationRetries = Atomic<Int>(0)
     private let decodeFailures = Atomic<Int>(0)
+    private let storeErrors = Atomic<Int>(0)
     private let counters: [Counter]
     /// Latency of `find` served from Redis.
     let hitTimer: Metrics.Timer
@@ -107,6 +114,7 @@ final class KeyspaceCounters: Sendable {
         case .failOpenRead: failOpenReads.add(n, ordering: .relaxed)
         case .invalidationRetry: invalidationRetries.add(n, ordering: .relaxed)
         case .decodeFailure: decodeFailures.add(n, ordering: .relaxed)
+        case .storeError: storeErrors.add(n, ordering: .relaxed)
         }
         counters[event.rawValue].increment(by: Int64(n))
     }
@@ -122,6 +130,7 @@ final class KeyspaceCounters: Sendable {
         case .failOpenRead: return failOpenReads.load(ordering: .relaxed)
         case .invalidationRetry: return invalidationRetries.load(ordering: .relaxed)
         case .decodeFailure: return decodeFailures.load(ordering: .relaxed)
+        case .storeError: return storeErrors.load(ordering: .relaxed)
         }
     }
 
@@ -136,6 +145,7 @@ final class KeyspaceCounters: Sendable {
         s.failOpenReads = count(.failOpenRead)
         s.invalidationRetries = count(.invalidationRetry)
         s.decodeFailures = count(.decodeFailure)
+        s.storeErrors = count(.storeError)
         return s
     }
 }

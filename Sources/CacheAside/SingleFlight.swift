@@ -89,12 +89,34 @@ final class Flight<Value: Sendable>: Sendable {
 
 /// The per-process single-flight table: at most one load per key at a time.
 ///
-/// Rules (DESIGN.md): a write in this process removes the key's flight (``forget(_:)``),
-/// so callers that start after the write start afresh; a load leaves the table before it
-/// sends its fill (``leave(_:_:)``), so nobody joins it after a write could have deleted
+/// Rules: a write in this process removes the key's flight (``forget(_:)``), so callers
+/// that start after the write start afresh; a load leaves the table before it sends its
+/// fill (``leave(_:_:)``), so nobody joins it by key after a write could have deleted
 /// what it filled.
+///
+/// A load that holds a lease is also found by its lease token (``register(lease:_:)``)
+/// until its fill is decided: a reader of this process that finds the lease in Redis
+/// joins it in memory. That is safe after a write too: a write that returned before the
+/// reader looked would have replaced the lease, so the reader would not have found it;
+/// and a write after that makes the fill fail, which sends every joiner afresh.
 final class SingleFlightTable: Sendable {
     private let flights = Mutex<[String: AnyObject]>([:])
+    private let leases = Mutex<[[UInt8]: AnyObject]>([:])
+
+    /// Makes the load findable by its lease token.
+    func register<Value: Sendable>(lease token: [UInt8], _ flight: Flight<Value>) {
+        leases.withLock { $0[token] = flight }
+    }
+
+    /// The load holding the lease with this token, if it is still deciding its fill.
+    func flight<Value: Sendable>(lease token: [UInt8], as type: Value.Type) -> Flight<Value>? {
+        leases.withLock { $0[token] as? Flight<Value> }
+    }
+
+    /// The fill of the lease with this token is decided.
+    func unregister(lease token: [UInt8]) {
+        _ = leases.withLock { $0.removeValue(forKey: token) }
+    }
 
     enum Role<Value: Sendable> {
         case leader(Flight<Value>)

@@ -42,14 +42,15 @@ struct Bench: Sendable {
         let redis = try RESPClient(configuration: redisConfig, logger: logger)
         let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "cache-bench", logger: logger)
         let repository = BenchRepository(cache: cache)
-        defer {
-            Task {
-                await cache.shutdown()
-                await redis.shutdown()
-                await postgres.shutdown()
-            }
+        // The cache runs (fills leave the callers' paths) and, at the end, shuts both clients down.
+        return try await cache.withRunning {
+            try await measure(postgres: postgres, redis: redis, redisConfig: redisConfig, cache: cache, repository: repository)
         }
+    }
 
+    private func measure(
+        postgres: PGClient, redis: RESPClient, redisConfig: RESPConfiguration, cache: CacheAside, repository: BenchRepository
+    ) async throws -> [(String, Result)] {
         try await prepareTable(postgres)
         let valueKey = "cache-bench:raw:value"
         let sampleRow = try await repository.load(1, on: postgres)
@@ -147,6 +148,7 @@ struct Bench: Sendable {
         }))
         let stats = cache.statistics(keyspace: repository.keyspace)
         progress("cache statistics: \(stats)")
+        results += try await CacheRows(settings: settings).run(redis: redis)
 
         // Concurrency: many tasks on the shared clients.
         progress("redis_get_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")

@@ -18,7 +18,9 @@ struct CacheBench: AsyncParsableCommand {
             hiredis redisCommandArgv), redis_get (our client), pg_select_raw (synchronous libpq \
             PQexecPrepared by primary key), pg_select (our client), cache_hit, cache_miss (entry \
             deleted before each find), and with --concurrency tasks redis_get_concurrent and \
-            cache_hit_concurrent; when redis-benchmark and pgbench are on PATH, also \
+            cache_hit_concurrent; decode_entry (the entry codec alone; decode_entry_foundation with \
+            JSONDecoder), lease_fill and lease_wait_cross_process (a reader in a second runtime waits for \
+            the first one's fill); when redis-benchmark and pgbench are on PATH, also \
             redis_benchmark_get_c50 and pgbench_select_c1 against the same servers. Then the \
             ratios the project targets. Use a release build (`make bench`).
             """)

@@ -61,19 +61,12 @@ struct UserLookup: AsyncParsableCommand {
 
         let postgres = PGClient(configuration: try PGConfiguration(url: databaseURL), logger: logger)
         let redis = try RESPClient(configuration: try RESPConfiguration(url: redisURL), logger: logger)
+        // The cache owns both clients from here on: its shutdown closes them.
         let cache = try CacheAside(postgres: postgres, redis: redis, namespace: namespace, logger: logger)
         let demo = Demo(postgres: postgres, cache: cache, repository: UserRepository(cache: cache), logger: logger)
-        do {
+        try await cache.withRunning {
             try await demo.run(users: users, batchSize: batchSize, lookups: lookups, migrations: migrations)
-        } catch {
-            await cache.shutdown()
-            await redis.shutdown()
-            await postgres.shutdown()
-            throw error
         }
-        await cache.shutdown()
-        await redis.shutdown()
-        await postgres.shutdown()
     }
 }
 
@@ -118,6 +111,8 @@ struct Demo {
             try await tx.execute("UPDATE users SET name = $1, updated_at = now() WHERE id = $2", [newName, target])
         }
         say("\nupdated user \(target): name = \"\(newName)\" (its cache entry was invalidated after COMMIT)")
+        // The first read loads the new row; the second finds the first one's fill in
+        // flight (its lease in Redis) and joins it in memory.
         for _ in 1...2 {
             let (user, source, micros) = try await timedFind(target)
             timings.record(source: source, micros: micros)
@@ -135,7 +130,7 @@ struct Demo {
 
         // 6. Summary.
         let stats = cache.statistics(keyspace: repository.keyspace)
-        say("\nsummary: \(stats.hits) hits, \(stats.misses) misses, \(stats.databaseLoads) database loads, \(stats.fills) fills")
+        say("\nsummary: \(stats.hits) hits, \(stats.misses) misses, \(stats.databaseLoads) database loads, \(stats.fills) fills, \(stats.rejectedFills) rejected")
         say("  p50 from cache:    \(format(timings.p50(\.cache)))  (\(timings.cache.count) reads)")
         say("  p50 from database: \(format(timings.p50(\.database)))  (\(timings.database.count) reads)")
         if stats.failOpenReads > 0 {

@@ -15,7 +15,7 @@ struct User: Codable, Sendable, Equatable {
     }
 }
 
-/// The seed article's `get_user`, done right: a cached repository of `users`.
+/// A cached repository of `users`: the classic `get_user` of cache-aside, done right.
 struct UserRepository: CachedRepository {
     let cache: CacheAside
     var keyspace: String { "user" }

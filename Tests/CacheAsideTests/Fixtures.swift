@@ -73,20 +73,23 @@ struct NamedRepository: CachedRepository {
     }
 }
 
-/// One "process": its own clients and runtime (own single-flight table and breaker).
+/// One "process": its own clients and runtime (own single-flight table, breaker and
+/// fill announcements subscription), running as a service until ``close()``.
 struct Process: Sendable {
     let postgres: PGClient
     let redis: RESPClient
     let cache: CacheAside
+    let runner: Task<Void, any Error>
 
     static func make(
         namespace: String, databaseURL: String? = nil, redisURL: String? = nil,
-        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = .init()
+        redisCommandTimeout: Duration = .seconds(10), policy: CachePolicy = CachePolicy(leaseTTL: testLeaseTTL), slowLeases: Bool = false,
+        maxConnections: Int = 8
     ) async throws -> Process {
         // Timeouts far above what a step takes on a loaded machine, so that no test
         // takes the fail-open path by accident; the failure tests set their own.
         var pgConfig = try PGConfiguration(url: try databaseURL ?? TestEnvironment.databaseURL())
-        pgConfig.maxConnections = 8
+        pgConfig.maxConnections = maxConnections
         pgConfig.connectTimeout = .seconds(60)
         pgConfig.acquireTimeout = .seconds(60)
         var redisConfig = try RESPConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
@@ -94,18 +97,53 @@ struct Process: Sendable {
         redisConfig.connectTimeout = min(redisCommandTimeout, .seconds(10))
         let postgres = PGClient(configuration: pgConfig)
         let redis = try RESPClient(configuration: redisConfig)
+        let store = RedisCacheStore(redis: redis, channel: "\(namespace):cache-aside:fills")
         let cache = try CacheAside(
-            postgres: postgres, redis: redis, namespace: namespace, defaultPolicy: policy,
-            logger: Logger(label: "cache-aside-tests"))
-        return Process(postgres: postgres, redis: redis, cache: cache)
+            postgres: postgres, store: slowLeases ? SlowLeaseStore(base: store) : store, namespace: namespace,
+            defaultPolicy: policy, logger: testLogger)
+        let runner = Task { try await cache.run() }
+        return Process(postgres: postgres, redis: redis, cache: cache, runner: runner)
     }
 
+    /// Stops the runtime gracefully (pending invalidations delivered, clients closed).
     func close() async {
         await cache.shutdown()
-        await redis.shutdown()
-        await postgres.shutdown()
+        _ = try? await runner.value
     }
 }
+
+/// A process on a slow network, as a proxy that delays one process makes it: its lease
+/// requests reach Redis up to 3 ms late, which widens every window between what a
+/// reader saw and its lease.
+struct SlowLeaseStore: CacheStore {
+    let base: RedisCacheStore
+
+    func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?] { try await base.read(keys) }
+    func read(_ key: String) async throws(CacheStoreError) -> [UInt8]? { try await base.read(key) }
+    func lease(_ requests: [LeaseRequest]) async throws(CacheStoreError) -> [LeaseReply] {
+        try? await Task.sleep(for: .microseconds(Int.random(in: 0...3000)))
+        return try await base.lease(requests)
+    }
+    func markWaited(_ requests: [WaitRequest]) async throws(CacheStoreError) -> [LeaseReply] { try await base.markWaited(requests) }
+    func fill(_ requests: [FillRequest]) async throws(CacheStoreError) -> [FillReply] { try await base.fill(requests) }
+    func release(_ requests: [WaitRequest]) async throws(CacheStoreError) { try await base.release(requests) }
+    func invalidate(_ requests: [InvalidationRequest]) async throws(CacheStoreError) -> [InvalidationReply] {
+        try await base.invalidate(requests)
+    }
+    func listenForFills(
+        onReady: @escaping @Sendable () -> Void, deliver: @escaping @Sendable (String) -> Void
+    ) async throws(CacheStoreError) {
+        try await base.listenForFills(onReady: onReady, deliver: deliver)
+    }
+    func shutdown() async { await base.shutdown() }
+}
+
+/// The tests' lease TTL: far longer than a load takes on a loaded machine, so that no
+/// test loses its lease by accident (the tests about expiry expire leases themselves).
+let testLeaseTTL: Duration = .seconds(60)
+
+/// The tests' logger: the library logs through it.
+let testLogger = Logger(label: "cache-aside-tests")
 
 /// A test's own table and namespace, and helpers to read the raw state of both servers.
 struct Fixture: Sendable {
@@ -117,7 +155,12 @@ struct Fixture: Sendable {
     static func make(rows: Int = 0) async throws -> Fixture {
         let table = TestEnvironment.uniqueName("items")
         let namespace = TestEnvironment.uniqueName("ns")
-        let admin = PGClient(configuration: try PGConfiguration(url: try TestEnvironment.databaseURL()))
+        // Generous timeouts: when the whole suite starts at once, a first connection can
+        // take seconds on a loaded 2-core machine.
+        var adminConfig = try PGConfiguration(url: try TestEnvironment.databaseURL())
+        adminConfig.connectTimeout = .seconds(60)
+        adminConfig.acquireTimeout = .seconds(60)
+        let admin = PGClient(configuration: adminConfig)
         let rawRedis = try RESPClient(configuration: try RESPConfiguration(url: try TestEnvironment.redisURL()))
         try await admin.execute("CREATE TABLE \(table) (id bigint PRIMARY KEY, name text NOT NULL, version bigint NOT NULL DEFAULT 1)")
         if rows > 0 {
@@ -127,7 +170,7 @@ struct Fixture: Sendable {
         return Fixture(table: table, namespace: namespace, admin: admin, rawRedis: rawRedis)
     }
 
-    func repository(_ process: Process, probe: LoadProbe = LoadProbe(), policy: CachePolicy = .init()) -> ItemRepository {
+    func repository(_ process: Process, probe: LoadProbe = LoadProbe(), policy: CachePolicy = CachePolicy(leaseTTL: testLeaseTTL)) -> ItemRepository {
         ItemRepository(cache: process.cache, table: table, probe: probe, policy: policy)
     }
 
@@ -166,11 +209,30 @@ struct Fixture: Sendable {
     }
 }
 
-/// The entry under `key` in `redis`: nil for no key, a lease or a tombstone.
-func entry(_ key: String, in redis: RESPClient) async throws -> CacheEntry<Item>? {
-    guard let bytes = try await redis.get(key) else { return nil }
-    if CacheMarks.isTombstone(bytes) || CacheMarks.isLease(bytes) { return nil }
-    return try JSONEntryCodec().decode(Item.self, from: bytes)
+/// The entry under `key` in `redis`: nil for no key, a lease or a tombstone. Throws if
+/// the bytes are none of these (or another schema version's entry).
+func entry(_ key: String, in redis: RESPClient, schemaVersion: Int = 1) async throws -> CacheEntry<Item>? {
+    let bytes = try await redis.get(key)
+    switch EntryFormat.classify(bytes) {
+    case .nothing, .lease, .tombstone: return nil
+    default: break
+    }
+    guard let answer = try EntryFormat.decode(Item.self, from: bytes, schemaVersion: schemaVersion, codec: JSONValueCodec()) else {
+        throw CacheError(kind: .decoding, message: "not an entry of schema version \(schemaVersion): \(bytes.map { String(decoding: $0, as: UTF8.self) } ?? "nil")")
+    }
+    return answer.map(CacheEntry.present) ?? .absent
+}
+
+/// What a cache entry holds, for the tests' assertions.
+enum CacheEntry<Value: Sendable & Equatable>: Sendable, Equatable {
+    case present(Value)
+    case absent
+}
+
+/// Whether the bytes are a lease.
+func isLease(_ bytes: [UInt8]?) -> Bool {
+    if case .lease = EntryFormat.classify(bytes) { return true }
+    return false
 }
 
 /// Waits until `condition` holds or `timeout` passes; returns whether it held. A

@@ -6,7 +6,7 @@ import Testing
 @Suite struct CacheKeyTests {
     @Test func keyHasTheDocumentedShape() throws {
         let key = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 3, id: "42")
-        #expect(key.entryKey == "app:user:v3:42")
+        #expect(key.entryKey == "app:user:42")
     }
 
     @Test func idsThatCouldForgeKeysNeverCollide() throws {
@@ -20,7 +20,7 @@ import Testing
             }
             seen[key.entryKey] = id
             // No raw separators or glob characters survive escaping.
-            let tail = String(key.entryKey.dropFirst("app:user:v1:".count))
+            let tail = String(key.entryKey.dropFirst("app:user:".count))
             #expect(!tail.contains(":") && !tail.contains("*") && !tail.contains(" ") && !tail.contains("{"))
             #expect(tail.utf8.allSatisfy { $0 < 0x80 })
         }
@@ -34,10 +34,14 @@ import Testing
         #expect(throws: CacheError.self) { try CacheKey(namespace: "app", keyspace: "user", schemaVersion: -1, id: "1") }
     }
 
-    @Test func bumpingTheSchemaVersionChangesEveryKey() throws {
+    @Test func everySchemaVersionSharesTheKeyAndReadsOnlyItsOwnEntries() throws {
         let v1 = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 1, id: "7")
         let v2 = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 2, id: "7")
-        #expect(v1.entryKey != v2.entryKey)
+        #expect(v1.entryKey == v2.entryKey, "a write through either version reaches the other's entry")
+        let codec = JSONValueCodec()
+        let written = try EntryFormat.encode("seven", schemaVersion: 1, codec: codec)
+        #expect(try EntryFormat.decode(String.self, from: written, schemaVersion: 1, codec: codec) == .some("seven"))
+        #expect(try EntryFormat.decode(String.self, from: written, schemaVersion: 2, codec: codec) == nil, "another version's entry is a miss")
     }
 }
 
@@ -48,66 +52,111 @@ import Testing
         var when: Date
     }
 
-    @Test func presentAndAbsentRoundTrip() throws {
-        let codec = JSONEntryCodec()
+    struct Everything: Codable, Sendable, Equatable {
+        enum Kind: String, Codable { case a, b }
+        struct Inner: Codable, Sendable, Equatable { var x: Int8; var y: [UInt16] }
+        var int: Int
+        var int32: Int32
+        var uint64: UInt64
+        var double: Double
+        var float: Float
+        var bool: Bool
+        var text: String
+        var optional: String?
+        var missing: Int?
+        var kind: Kind
+        var list: [String]
+        var nested: Inner
+        var map: [String: Double]
+        var intMap: [Int: String]
+        var data: Data
+        var url: URL
+        var decimal: Decimal
+        var uuid: UUID
+        var date: Date
+    }
+
+    @Test func presentAndAbsentRoundTripThroughTheEnvelope() throws {
+        let codec = JSONValueCodec()
         let row = Row(id: 9, name: "Zoë \"quoted\" }", when: Date(timeIntervalSince1970: 1_700_000_000.25))
-        let bytes = try codec.encode(CacheEntry.present(row))
-        #expect(String(decoding: bytes, as: UTF8.self).hasPrefix(#"{"s":1,"v":{"#))
+        let bytes = try EntryFormat.encode(row, schemaVersion: 4, codec: codec)
+        #expect(String(decoding: bytes, as: UTF8.self).hasPrefix(#"{"s":2,"sv":4,"v":{"#))
         // The stored bytes are one valid JSON document.
         #expect((try? JSONSerialization.jsonObject(with: Data(bytes))) != nil)
-        guard case .present(let back) = try codec.decode(Row.self, from: bytes) else {
-            Issue.record("expected a present entry"); return
-        }
-        #expect(back == row)
-        let absent = try codec.encode(CacheEntry<Row>.absent)
-        guard case .absent = try codec.decode(Row.self, from: absent) else {
-            Issue.record("expected an absent entry"); return
-        }
+        #expect(try EntryFormat.decode(Row.self, from: bytes, schemaVersion: 4, codec: codec) == .some(row))
+        let absent = try EntryFormat.encode(Row?.none, schemaVersion: 4, codec: codec)
+        #expect((try? JSONSerialization.jsonObject(with: Data(absent))) != nil)
+        #expect(try EntryFormat.decode(Row.self, from: absent, schemaVersion: 4, codec: codec) == .some(nil))
+    }
+
+    /// The cache's own decoder reads what JSONEncoder writes, as JSONDecoder does.
+    @Test func theOwnDecoderAgreesWithFoundation() throws {
+        let value = Everything(
+            int: -42, int32: 7, uint64: .max, double: 3.141592653589793, float: 0.5, bool: true,
+            text: "tab\t newline\n quote\" backslash\\ é 😀 \u{1}", optional: "here", missing: nil, kind: .b,
+            list: ["", "a", "[x]", "{y}"], nested: .init(x: -128, y: [0, 65535]), map: ["k": 1e-7, "long key": -2.5e300],
+            intMap: [1: "one", -2: "minus two"], data: Data([0, 1, 2, 254, 255]), url: URL(string: "https://example.com/a?b=c")!,
+            decimal: Decimal(string: "12345.6789")!, uuid: UUID(), date: Date(timeIntervalSince1970: 1_764_547_200.123456))
+        let json = Array(try JSONEncoder().encode(value))
+        let ours = try JSONValueCodec().decode(Everything.self, from: json, in: 0..<json.count)
+        let foundation = try JSONDecoder().decode(Everything.self, from: Data(json))
+        #expect(ours == foundation)
+        #expect(ours == value)
+        // Escaped forms and spaces that JSONEncoder does not write, but JSON allows.
+        let written = Array(#" { "name" : "a\u00e9\ud83d\ude00\/" , "id" : 5 , "when" : 0.5 } "#.utf8)
+        let row = try JSONValueCodec().decode(Row.self, from: written, in: 0..<written.count)
+        #expect(row == Row(id: 5, name: "aé😀/", when: Date(timeIntervalSinceReferenceDate: 0.5)))
     }
 
     @Test(arguments: [
-        Array("garbage".utf8), [], [0, 1, 2, 255], Array(#"{"s":1,"v":{"id":"x"}}"#.utf8),
-        Array(#"{"s":2,"v":{}}"#.utf8), Array(#"{"s":1,"v":"#.utf8), Array(#"{"s":1,"absent":false}"#.utf8),
+        Array("garbage".utf8), [], [0, 1, 2, 255], Array(#"{"s":2,"sv":1,"v":{"id":"x"}}"#.utf8),
+        Array(#"{"s":2,"sv":1,"v":{}}"#.utf8), Array(#"{"s":2,"sv":1,"v":"#.utf8),
+        Array(#"{"s":2,"sv":1,"v":{"id":1,"name":"x","when":1}"#.utf8),
+        Array(#"{"s":2,"sv":1,"v":{"id":1,"name":"x","when":1}} trailing"#.utf8),
+        Array(#"{"s":2,"sv":1,"v":{"id":1,"name":"x\q","when":1}}"#.utf8),
+        Array(#"{"s":2,"sv":1,"v":{"id":99999999999999999999,"name":"x","when":1}}"#.utf8),
+        Array(#"{"s":2,"sv":1,"absent":false}"#.utf8),
     ])
-    func garbageFailsToDecodeWithoutCrashing(bytes: [UInt8]) {
-        #expect(throws: CacheError.self) { _ = try JSONEntryCodec().decode(Row.self, from: bytes) }
+    func garbageNeverDecodesAndNeverCrashes(bytes: [UInt8]) {
+        let codec = JSONValueCodec()
+        let answer = try? EntryFormat.decode(Row.self, from: bytes, schemaVersion: 1, codec: codec)
+        #expect(answer == nil, "\(String(decoding: bytes, as: UTF8.self))")
     }
 }
 
-@Suite struct CacheMarksTests {
+@Suite struct EntryFormatTests {
     @Test func leasesAndTombstonesAreRecognisedAndNeverDecodeAsEntries() throws {
-        let lease = CacheMarks.lease(makeLeaseToken())
-        let tombstone = CacheMarks.tombstone()
-        #expect(CacheMarks.isLease(lease) && !CacheMarks.isTombstone(lease))
-        #expect(CacheMarks.isTombstone(tombstone) && !CacheMarks.isLease(tombstone))
-        for mark in [lease, tombstone] {
+        let lease = EntryFormat.Lease(token: Token.lease(prefix: Token.hex(7)))
+        let tombstone = EntryFormat.tombstone()
+        #expect(EntryFormat.classify(lease.bytes) == .lease(lease))
+        #expect(EntryFormat.classify(lease.waitedBytes) == .lease(EntryFormat.Lease(token: lease.token, waited: true)))
+        #expect(EntryFormat.classify(tombstone) == .tombstone)
+        #expect(EntryFormat.classify(nil) == .nothing)
+        for mark in [lease.bytes, lease.waitedBytes, tombstone] {
             #expect((try? JSONSerialization.jsonObject(with: Data(mark))) != nil, "marks are JSON too")
-            #expect(throws: CacheError.self) { _ = try JSONEntryCodec().decode(EntryCodecTests.Row.self, from: mark) }
+            #expect(try EntryFormat.decode(EntryCodecTests.Row.self, from: mark, schemaVersion: 1, codec: JSONValueCodec()) == nil)
         }
-        let entry = try JSONEntryCodec().encode(CacheEntry.present(EntryCodecTests.Row(id: 1, name: "x", when: Date())))
-        #expect(!CacheMarks.isLease(entry) && !CacheMarks.isTombstone(entry))
+        #expect(EntryFormat.tombstone() != tombstone, "every invalidation attempt writes a fresh tombstone")
+        #expect(Token.lease(prefix: Token.hex(7)) != lease.token)
+        #expect(lease.token.starts(with: Token.hex(7)), "a lease tells which runtime took it")
     }
 
-    @Test func everyInvalidationAttemptWritesAFreshTombstone() throws {
-        let key = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 1, id: "1")
-        let first = CacheMarks.invalidationCommands([key], policy: .init())
-        let second = CacheMarks.invalidationCommands([key], policy: .init())
-        #expect(first.count == 1 && first[0].count == 5)
-        #expect(first[0][2] != second[0][2], "a retry must not restore a tombstone a reader has seen")
-        // The tombstone outlives any entry of the policy.
-        let ttl = Int64(String(decoding: first[0][4], as: UTF8.self)) ?? 0
-        #expect(ttl > CachePolicy().longestEntryLifetime.milliseconds)
+    @Test func theTombstoneOutlivesEveryEntryOfThePolicy() {
+        let policy = CachePolicy()
+        #expect(policy.tombstoneTTLMilliseconds > policy.longestEntryLifetime.milliseconds)
     }
 
-    @Test func aLeaseIsTakenWithSetNXOverNothingAndByScriptOverATombstone() throws {
-        let key = try CacheKey(namespace: "app", keyspace: "user", schemaVersion: 1, id: "1")
-        let lease = CacheMarks.lease(makeLeaseToken())
-        let overNothing = CacheMarks.leaseCommand(key: key, saw: nil, lease: lease, ttl: Array("3000".utf8))
-        #expect(overNothing.map { String(decoding: $0, as: UTF8.self) }.contains("NX"))
-        let overTombstone = CacheMarks.leaseCommand(key: key, saw: CacheMarks.tombstone(), lease: lease, ttl: Array("3000".utf8))
-        #expect(String(decoding: overTombstone[0], as: UTF8.self) == "EVALSHA")
-        #expect(CacheMarks.granted(.simpleString("OK")) && CacheMarks.granted(.integer(1)))
-        #expect(!CacheMarks.granted(.null) && !CacheMarks.granted(.integer(0)))
+    @Test func serverRefusalsAreClassifiedFromTheirText() {
+        #expect(RedisCacheStore.classify("READONLY You can't write against a read only replica.").kind == .readOnly)
+        #expect(RedisCacheStore.classify("OOM command not allowed when used memory > 'maxmemory'.").kind == .outOfMemory)
+        #expect(RedisCacheStore.classify("MISCONF Redis is configured to save RDB snapshots").kind == .misconfigured)
+        #expect(RedisCacheStore.classify("LOADING Redis is loading the dataset in memory").kind == .loading)
+        #expect(RedisCacheStore.classify(
+            "ERR Error running script (call to f_1): @user_script:3: @user_script: 3: -READONLY You can't write against a read only replica."
+        ).kind == .readOnly)
+        #expect(RedisCacheStore.classify("OOM command not allowed when used memory > 'maxmemory'. script: abc").isOutage)
+        #expect(RedisCacheStore.classify("WRONGTYPE Operation against a key holding the wrong kind of value").kind == .rejected)
+        #expect(!RedisCacheStore.classify("ERR unknown command").isOutage)
     }
 }
 

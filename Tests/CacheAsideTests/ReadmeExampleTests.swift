@@ -2,6 +2,7 @@
 // wrong. Keep the two in step (the code between the markers is copied verbatim).
 import CacheAside
 import Foundation
+import Logging
 import CacheAsidePostgres
 import CacheAsideRedis
 import TestSupport
@@ -34,19 +35,17 @@ func example(databaseURL: String, redisURL: String) async throws {
     var redisConfiguration = try RESPConfiguration(url: redisURL)
     redisConfiguration.commandTimeout = .milliseconds(250)  // a slow Redis costs at most this
     let redis = try RESPClient(configuration: redisConfiguration)
-    let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "myapp")
+    let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "myapp", logger: Logger(label: "myapp"))
     let users = UserRepository(cache: cache)
 
-    let user = try await users.find(42)                   // Redis, else PostgreSQL (and cached)
-    let some = try await users.find(many: [1, 2, 3])      // one MGET, one query for the misses
-    try await users.update(42) { tx in                    // the entry is deleted after COMMIT
-        try await tx.execute("UPDATE users SET name = $1 WHERE id = $2", ["Ada", Int64(42)])
-    }
-    print(user?.name ?? "no user 42", some.count)
-
-    await cache.shutdown()
-    await redis.shutdown()
-    await postgres.shutdown()
+    try await cache.withRunning {                             // or run `cache` in a ServiceGroup
+        let user = try await users.find(42)                   // Redis, else PostgreSQL (and cached)
+        let some = try await users.find(many: [1, 2, 3])      // one MGET, one query for the misses
+        try await users.update(42) { tx in                    // the entry is invalidated after COMMIT
+            try await tx.execute("UPDATE users SET name = $1 WHERE id = $2", ["Ada", Int64(42)])
+        }
+        print(user?.name ?? "no user 42", some.count)
+    }                                                         // then both clients are shut down
 }
 // README-END
 
@@ -55,7 +54,10 @@ func example(databaseURL: String, redisURL: String) async throws {
         let url = try TestEnvironment.databaseURL()
         // The example uses a table named `users`: give it one of its own in a schema.
         let schema = TestEnvironment.uniqueName("readme")
-        let admin = PGClient(configuration: try PGConfiguration(url: url))
+        var adminConfig = try PGConfiguration(url: url)
+        adminConfig.connectTimeout = .seconds(60)
+        adminConfig.acquireTimeout = .seconds(60)
+        let admin = PGClient(configuration: adminConfig)
         try await admin.execute("CREATE SCHEMA \(schema)")
         try await admin.execute("CREATE TABLE \(schema).users (id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL)")
         try await admin.execute("INSERT INTO \(schema).users VALUES (42, 'Grace', 'g@example.com'), (1, 'One', 'one@example.com')")
