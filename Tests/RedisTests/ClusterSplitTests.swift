@@ -25,8 +25,9 @@ import Testing
         #expect(first.groups == [ClusterSplit.SlotGroup(slot: HashSlot(key: "foo"), indices: [0, 2, 6])])
         #expect(first.indices == [0, 2, 6])
         let second = split.batches[1]
-        #expect(second.groups.map(\.slot) == [HashSlot(key: "bar"), HashSlot(key: "hello"), HashSlot(key: "user1000")])
-        #expect(second.groups.map(\.indices) == [[1, 4], [3], [5]])
+        // Groups in slot order: hello 866, {user1000} 3443, bar 5061.
+        #expect(second.groups.map(\.slot) == [HashSlot(key: "hello"), HashSlot(key: "user1000"), HashSlot(key: "bar")])
+        #expect(second.groups.map(\.indices) == [[3], [5], [1, 4]])
         #expect(second.indices == [1, 3, 4, 5])
         // Every group is one slot, as a cluster requires of one command.
         for batch in split.batches {
@@ -106,11 +107,40 @@ import Testing
             node: node(30441), groups: [ClusterSplit.SlotGroup(slot: HashSlot(key: "foo"), indices: [0])], indices: [0])])
     }
 
-    @Test func groupingBySlotAloneKeepsFirstAppearanceOrder() {
+    @Test func groupingBySlotAloneKeepsRequestOrderWithinASlot() {
         let slots = ["x{1}", "y{2}", "z{1}", "w{3}", "v{2}"].map { HashSlot(key: $0) }
         let groups = ClusterSplit.groupBySlot(slots)
-        #expect(groups.map(\.indices) == [[0, 2], [1, 4], [3]])
-        #expect(groups.map(\.slot) == [HashSlot(key: "1"), HashSlot(key: "2"), HashSlot(key: "3")])
+        // Slots 9842 ("1"), 5649 ("2"), 1584 ("3"): in slot order.
+        #expect(groups.map(\.slot) == [HashSlot(key: "3"), HashSlot(key: "2"), HashSlot(key: "1")])
+        #expect(groups.map(\.slot.rawValue) == [1584, 5649, 9842])
+        #expect(groups.map(\.indices) == [[3], [1, 4], [0, 2]])
+        #expect(ClusterSplit.groupBySlot([]).isEmpty)
+    }
+
+    @Test func manyKeysOverManyNodesKeepEveryInvariant() throws {
+        // 100 shards, 1000 keys, some repeated: every item once, groups of one slot and
+        // node, request order within groups and batches.
+        let map = try ClusterSlotMap(
+            topology: ClusterTopology(clusterShardsReply: SyntheticCluster.shardsReply(shards: 100, replicas: 1)),
+            tls: false, answeredBy: "h")
+        let keys = (0..<1000).map { Array("k:\($0 % 700)".utf8) }
+        let split = ClusterSplit(keys: keys, map: map)
+        #expect(split.unassigned.isEmpty)
+        #expect(split.batches.flatMap(\.indices).sorted() == Array(0..<1000))
+        #expect(split.batches.flatMap { $0.groups.flatMap(\.indices) }.sorted() == Array(0..<1000))
+        #expect(Set(split.batches.map(\.node)).count == split.batches.count)
+        for batch in split.batches {
+            #expect(batch.indices == batch.indices.sorted())
+            #expect(batch.groups.map(\.slot) == batch.groups.map(\.slot).sorted())
+            for group in batch.groups {
+                #expect(Array(group.indices) == group.indices.sorted())
+                #expect(group.indices.allSatisfy { HashSlot(key: keys[$0]) == group.slot })
+                #expect(map.primary(for: group.slot) == batch.node)
+            }
+        }
+        // Batches in order of each node's first item.
+        let firsts = split.batches.map { $0.indices[0] }
+        #expect(firsts == firsts.sorted())
     }
 
     @Test func reassemblyRefusesRepliesThatDoNotFitTheRequest() throws {

@@ -33,9 +33,10 @@ enum SyntheticCluster {
         ])
     }
 
-    /// A `CLUSTER SHARDS` reply of `shards` shards with `replicas` replicas each, the
-    /// slots split evenly, node `i` of shard `s` on port 7000 + s * 10 + i (TLS: +1000 of
-    /// that... see `port(shard:node:)`), ids of 40 hex digits.
+    /// A `CLUSTER SHARDS` reply of `shards` shards with `replicas` replicas each, as a
+    /// cluster in a VPC would send it: the slots split evenly, node `n` of shard `s` at
+    /// ``ip(shard:node:)``, port 6379 and TLS port 6380, ids of 40 hex digits, replication
+    /// offsets of 9 digits.
     static func shardsReply(shards: Int, replicas: Int) -> RESPReply {
         .array((0..<shards).map { s in
             let nodes = (0...replicas).map { n in

@@ -60,11 +60,30 @@ struct ClusterSlotMap: Equatable, Sendable, CustomStringConvertible {
             }
             let index = UInt16(shards.count)
             shards.append(Shard(primary: primary, replicas: replicas))
-            for range in shard.slots {
-                for slot in range {
-                    owners[Int(slot)] = index
+            owners.withUnsafeMutableBufferPointer { owners in
+                for range in shard.slots {
+                    // Ranges are within 0...16383 (ClusterTopology checks them).
+                    owners[Int(range.lowerBound)...Int(range.upperBound)].update(repeating: index)
                 }
-                assignedSlotCount += range.count
+            }
+            assignedSlotCount += shard.slotCount
+        }
+    }
+
+    /// Two maps are equal when they route every slot to the same shard index and their
+    /// shards have the same nodes.
+    static func == (lhs: ClusterSlotMap, rhs: ClusterSlotMap) -> Bool {
+        guard lhs.assignedSlotCount == rhs.assignedSlotCount, lhs.shards == rhs.shards else { return false }
+        // 16384 entries: compared eight bytes at a time.
+        return lhs.owners.withUnsafeBytes { l in
+            rhs.owners.withUnsafeBytes { r in
+                var offset = 0
+                while offset + 8 <= l.count {
+                    if l.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                        != r.loadUnaligned(fromByteOffset: offset, as: UInt64.self) { return false }
+                    offset += 8
+                }
+                return l[offset...].elementsEqual(r[offset...])
             }
         }
     }

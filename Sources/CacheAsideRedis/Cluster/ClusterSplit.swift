@@ -14,14 +14,16 @@ struct ClusterSplit: Equatable, Sendable {
     /// Items whose keys hash to one slot, in request order.
     struct SlotGroup: Equatable, Sendable {
         var slot: HashSlot
-        var indices: [Int]
+        /// The items' indices in the request (a slice of one array per node: a split
+        /// allocates per node, not per slot).
+        var indices: ArraySlice<Int>
     }
 
     /// What goes to one node.
     struct NodeBatch: Equatable, Sendable {
         var node: ClusterNodeAddress
-        /// The node's slot groups, in order of first appearance in the request: one
-        /// command each for a multi-key command.
+        /// The node's slot groups, in slot order: one command each for a multi-key
+        /// command.
         var groups: [SlotGroup]
         /// Every item of the node, in request order: the order of a pipeline of
         /// single-key commands.
@@ -30,50 +32,79 @@ struct ClusterSplit: Equatable, Sendable {
 
     /// The nodes' batches, in order of each node's first item.
     var batches: [NodeBatch]
-    /// Groups whose slot has no owner in the map: the client refreshes the topology,
-    /// or fails these items.
+    /// Groups whose slot has no owner in the map, in slot order: the client refreshes
+    /// the topology, or fails these items.
     var unassigned: [SlotGroup]
 
     /// Splits items given by their index in the request and their slot, in request
     /// order, routing each slot to its primary in `map`.
     init(items: some Sequence<(index: Int, slot: HashSlot)>, map: ClusterSlotMap) {
-        batches = []
-        unassigned = []
-        // Where each slot's group is: (batch, group) or (-1, unassigned group).
-        var groupOfSlot: [HashSlot: (batch: Int, group: Int)] = [:]
-        var batchOfNode: [ClusterNodeAddress: Int] = [:]
+        // Each item as (batch, slot, index); sorted, the items of a slot group are
+        // adjacent and in request order.
+        var routed: [(batch: Int, slot: UInt16, index: Int)] = []
+        var loose: [(batch: Int, slot: UInt16, index: Int)] = []
+        var nodes: [ClusterNodeAddress] = []
+        var requestOrder: [[Int]] = []
+        // The batch of each shard of the map (a shard's primary is its node), -1 for none.
+        var batchOfShard = [Int](repeating: -1, count: map.shards.count)
+        routed.reserveCapacity(items.underestimatedCount)
         for (index, slot) in items {
-            if let place = groupOfSlot[slot] {
-                if place.batch < 0 {
-                    unassigned[place.group].indices.append(index)
-                } else {
-                    batches[place.batch].groups[place.group].indices.append(index)
-                    batches[place.batch].indices.append(index)
+            guard let shard = map.shardIndex(for: slot) else {
+                loose.append((0, slot.rawValue, index))
+                continue
+            }
+            var batch = batchOfShard[shard]
+            if batch < 0 {
+                let node = map.shards[shard].primary
+                // Two shards never share a primary, but a map patched by MOVED replies is
+                // checked rather than trusted.
+                batch = nodes.firstIndex(of: node) ?? nodes.count
+                if batch == nodes.count {
+                    nodes.append(node)
+                    requestOrder.append([])
                 }
-                continue
+                batchOfShard[shard] = batch
             }
-            guard let node = map.primary(for: slot) else {
-                groupOfSlot[slot] = (-1, unassigned.count)
-                unassigned.append(SlotGroup(slot: slot, indices: [index]))
-                continue
-            }
-            let batch: Int
-            if let existing = batchOfNode[node] {
-                batch = existing
-            } else {
-                batch = batches.count
-                batchOfNode[node] = batch
-                batches.append(NodeBatch(node: node, groups: [], indices: []))
-            }
-            groupOfSlot[slot] = (batch, batches[batch].groups.count)
-            batches[batch].groups.append(SlotGroup(slot: slot, indices: [index]))
-            batches[batch].indices.append(index)
+            routed.append((batch, slot.rawValue, index))
+            requestOrder[batch].append(index)
         }
+        let groups = ClusterSplit.groups(of: &routed, batches: nodes.count)
+        batches = nodes.indices.map { NodeBatch(node: nodes[$0], groups: groups[$0], indices: requestOrder[$0]) }
+        unassigned = ClusterSplit.groups(of: &loose, batches: 1).first ?? []
+    }
+
+    /// Sorts `entries` and cuts them into each batch's slot groups.
+    private static func groups(
+        of entries: inout [(batch: Int, slot: UInt16, index: Int)], batches: Int
+    ) -> [[SlotGroup]] {
+        entries.sort { ($0.batch, $0.slot, $0.index) < ($1.batch, $1.slot, $1.index) }
+        var result = [[SlotGroup]](repeating: [], count: batches)
+        var start = 0
+        while start < entries.count {
+            let batch = entries[start].batch
+            var end = start
+            while end < entries.count, entries[end].batch == batch { end += 1 }
+            // One array of indices for the batch; each group is a slice of it.
+            let indices = entries[start..<end].map(\.index)
+            var groups: [SlotGroup] = []
+            var first = 0
+            while first < indices.count {
+                let slot = entries[start + first].slot
+                var last = first
+                while last < indices.count, entries[start + last].slot == slot { last += 1 }
+                groups.append(SlotGroup(slot: HashSlot(rawValue: slot), indices: indices[first..<last]))
+                first = last
+            }
+            result[batch] = groups
+            start = end
+        }
+        return result
     }
 
     /// Splits a request's items by their slots (`slots[i]` is item `i`'s).
     init(slots: [HashSlot], map: ClusterSlotMap) {
-        self.init(items: slots.enumerated().lazy.map { (index: $0.offset, slot: $0.element) }, map: map)
+        // (A lazy collection, so that the split can reserve room for every item.)
+        self.init(items: slots.indices.lazy.map { (index: $0, slot: slots[$0]) }, map: map)
     }
 
     /// Splits a request's keys (key `i` is item `i`).
@@ -81,20 +112,11 @@ struct ClusterSplit: Equatable, Sendable {
         self.init(slots: keys.map { HashSlot(key: $0) }, map: map)
     }
 
-    /// Groups items by slot alone, in order of first appearance, each group's items in
-    /// request order: for commands that need one slot per command but no node.
+    /// Groups items by slot alone, in slot order, each group's items in request order:
+    /// for commands that need one slot per command but no node.
     static func groupBySlot(_ slots: [HashSlot]) -> [SlotGroup] {
-        var groups: [SlotGroup] = []
-        var groupOfSlot: [HashSlot: Int] = [:]
-        for (index, slot) in slots.enumerated() {
-            if let group = groupOfSlot[slot] {
-                groups[group].indices.append(index)
-            } else {
-                groupOfSlot[slot] = groups.count
-                groups.append(SlotGroup(slot: slot, indices: [index]))
-            }
-        }
-        return groups
+        var entries = slots.enumerated().map { (batch: 0, slot: $0.element.rawValue, index: $0.offset) }
+        return groups(of: &entries, batches: 1).first ?? []
     }
 
     /// How many items the split holds.
@@ -143,8 +165,9 @@ struct ClusterReassembly<Value> {
 
     /// Places the replies of a group: `replies[k]` is item `indices[k]`'s (the elements
     /// of one `MGET`'s array, or one node's pipeline replies).
-    mutating func place<Replies: Collection>(_ replies: Replies, at indices: [Int]) throws(ClusterReassemblyError)
-    where Replies.Element == Value {
+    mutating func place<Replies: Collection, Indices: Collection>(
+        _ replies: Replies, at indices: Indices
+    ) throws(ClusterReassemblyError) where Replies.Element == Value, Indices.Element == Int {
         guard replies.count == indices.count else {
             throw ClusterReassemblyError(message: "\(replies.count) replies for \(indices.count) items")
         }

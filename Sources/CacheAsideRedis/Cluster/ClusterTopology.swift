@@ -96,13 +96,17 @@ struct ClusterTopology: Hashable, Sendable {
         /// replication, then the first listed), else its first primary (a failed primary
         /// still owns its slots until a replica takes over); `nil` if none is listed.
         var primary: Node? {
-            let primaries = nodes.filter { $0.role == .primary }
-            let online = primaries.filter { $0.health == .online }
-            if let best = online.max(by: { ($0.replicationOffset ?? -1) < ($1.replicationOffset ?? -1) }) {
-                // max(by:) returns the last of equals: prefer the first listed.
-                return online.first { ($0.replicationOffset ?? -1) == (best.replicationOffset ?? -1) }
+            var firstPrimary: Int?
+            var bestOnline: Int?
+            for index in nodes.indices where nodes[index].role == .primary {
+                if firstPrimary == nil { firstPrimary = index }
+                guard nodes[index].health == .online else { continue }
+                // The first listed of those furthest ahead.
+                if let best = bestOnline,
+                   (nodes[index].replicationOffset ?? -1) <= (nodes[best].replicationOffset ?? -1) { continue }
+                bestOnline = index
             }
-            return primaries.first
+            return (bestOnline ?? firstPrimary).map { nodes[$0] }
         }
 
         /// The shard's replicas, whatever their health.
@@ -141,22 +145,22 @@ extension ClusterTopology {
         var shards: [Shard] = []
         shards.reserveCapacity(shardReplies.count)
         for (index, shardReply) in shardReplies.enumerated() {
-            let fields = try Self.fields(of: shardReply, what: "shard \(index)")
             var slots: [ClosedRange<UInt16>] = []
             var nodes: [Node] = []
-            for (name, value) in fields {
-                switch name {
-                case "slots":
+            try Self.forEachField(of: shardReply, what: "shard \(index)") { (field, value) throws(ClusterTopologyError) in
+                switch field {
+                case .slots:
                     slots = try Self.slotRanges(value, what: "shard \(index)")
-                case "nodes":
+                case .nodes:
                     guard let nodeReplies = value.array else {
                         throw ClusterTopologyError("CLUSTER SHARDS: nodes of shard \(index) is \(Self.kind(of: value)), not an array")
                     }
-                    nodes = try nodeReplies.enumerated().map { (offset, element) throws(ClusterTopologyError) in
-                        try Self.shardNode(element, what: "node \(offset) of shard \(index)")
+                    nodes.reserveCapacity(nodeReplies.count)
+                    for (offset, element) in nodeReplies.enumerated() {
+                        nodes.append(try Self.shardNode(element, what: "node \(offset) of shard \(index)"))
                     }
                 default:
-                    continue
+                    break
                 }
             }
             shards.append(Shard(slots: Self.normalized(slots), nodes: nodes))
@@ -211,42 +215,71 @@ extension ClusterTopology {
         try checkNoSlotClaimedTwice()
     }
 
+    /// Throws when two shards claim a slot (each shard's own ranges are normalized).
     private func checkNoSlotClaimedTwice() throws(ClusterTopologyError) {
-        var claimed = [Bool](repeating: false, count: HashSlot.count)
-        for shard in shards {
-            for range in shard.slots {
-                for slot in range {
-                    if claimed[Int(slot)] {
-                        throw ClusterTopologyError("slot \(slot) is claimed by two shards")
-                    }
-                    claimed[Int(slot)] = true
-                }
-            }
+        let ranges = shards.flatMap(\.slots).sorted { $0.lowerBound < $1.lowerBound }
+        for (previous, next) in zip(ranges, ranges.dropFirst()) where next.lowerBound <= previous.upperBound {
+            throw ClusterTopologyError("slot \(next.lowerBound) is claimed by two shards")
         }
     }
 
     // MARK: Reply shapes
 
-    /// The name-value pairs of a map reply. RESP2 sends a map as a flat array of
-    /// alternating names and values; a RESP3 map would be read here too.
-    private static func fields(of reply: RESPReply, what: String) throws(ClusterTopologyError) -> [(String, RESPReply)] {
-        guard let elements = reply.array, elements.count % 2 == 0 else {
-            throw ClusterTopologyError("CLUSTER SHARDS: \(what) is \(kind(of: reply)), not a map")
-        }
-        var pairs: [(String, RESPReply)] = []
-        pairs.reserveCapacity(elements.count / 2)
-        var index = 0
-        while index < elements.count {
-            guard let name = elements[index].string else {
-                throw ClusterTopologyError("CLUSTER SHARDS: a field name of \(what) is \(kind(of: elements[index]))")
-            }
-            pairs.append((name, elements[index + 1]))
-            index += 2
-        }
-        return pairs
+    /// The fields of `CLUSTER SHARDS` that this code reads.
+    private enum Field {
+        case slots, nodes, id, port, tlsPort, ip, endpoint, hostname, role, replicationOffset, health, other
     }
 
-    private static func shardNode(_ reply: RESPReply, what: String) throws(ClusterTopologyError) -> Node {
+    /// Calls `body` with each name-value pair of a map reply, in order. RESP2 sends a map
+    /// as a flat array of alternating names and values (a RESP3 map would be read here
+    /// too). Names are matched as bytes: no string is made for a field name.
+    private static func forEachField(
+        of reply: RESPReply, what: @autoclosure () -> String,
+        _ body: (Field, RESPReply) throws(ClusterTopologyError) -> Void
+    ) throws(ClusterTopologyError) {
+        guard let elements = reply.array, elements.count % 2 == 0 else {
+            throw ClusterTopologyError("CLUSTER SHARDS: \(what()) is \(kind(of: reply)), not a map")
+        }
+        var index = 0
+        while index < elements.count {
+            guard let name = elements[index].bytes else {
+                throw ClusterTopologyError("CLUSTER SHARDS: a field name of \(what()) is \(kind(of: elements[index]))")
+            }
+            try body(field(named: name), elements[index + 1])
+            index += 2
+        }
+    }
+
+    private static func field(named name: [UInt8]) -> Field {
+        switch name.count {
+        case 2:
+            if equal(name, "id") { return .id }
+            if equal(name, "ip") { return .ip }
+        case 4:
+            if equal(name, "port") { return .port }
+            if equal(name, "role") { return .role }
+        case 5:
+            if equal(name, "slots") { return .slots }
+            if equal(name, "nodes") { return .nodes }
+        case 6:
+            if equal(name, "health") { return .health }
+        case 8:
+            if equal(name, "tls-port") { return .tlsPort }
+            if equal(name, "endpoint") { return .endpoint }
+            if equal(name, "hostname") { return .hostname }
+        case 18:
+            if equal(name, "replication-offset") { return .replicationOffset }
+        default:
+            break
+        }
+        return .other
+    }
+
+    private static func equal(_ bytes: [UInt8], _ literal: StaticString) -> Bool {
+        literal.withUTF8Buffer { bytes.elementsEqual($0) }
+    }
+
+    private static func shardNode(_ reply: RESPReply, what: @autoclosure () -> String) throws(ClusterTopologyError) -> Node {
         var id: String?
         var endpoint: String?
         var reportsEndpoint = false
@@ -257,35 +290,42 @@ extension ClusterTopology {
         var role: Node.Role?
         var health: Node.Health = .online
         var offset: Int64?
-        for (name, value) in try fields(of: reply, what: what) {
-            switch name {
-            case "id": id = value.string
-            case "endpoint":
+        try forEachField(of: reply, what: what()) { (field, value) throws(ClusterTopologyError) in
+            switch field {
+            case .id: id = value.string
+            case .endpoint:
                 endpoint = knownEndpoint(value.string)
                 reportsEndpoint = true
-            case "ip": ip = knownEndpoint(value.string)
-            case "hostname": hostname = knownEndpoint(value.string)
-            case "port": port = try self.port(value, what: what)
-            case "tls-port": tlsPort = try self.port(value, what: what)
-            case "replication-offset": offset = value.integer
-            case "role":
-                switch value.string {
-                case "master", "primary": role = .primary
-                case "replica", "slave": role = .replica
-                default: throw ClusterTopologyError("CLUSTER SHARDS: \(what) has role \(value)")
+            case .ip: ip = knownEndpoint(value.string)
+            case .hostname: hostname = knownEndpoint(value.string)
+            case .port: port = try self.port(value, what: what())
+            case .tlsPort: tlsPort = try self.port(value, what: what())
+            case .replicationOffset: offset = value.integer
+            case .role:
+                let text = value.bytes ?? []
+                if equal(text, "master") || equal(text, "primary") {
+                    role = .primary
+                } else if equal(text, "replica") || equal(text, "slave") {
+                    role = .replica
+                } else {
+                    throw ClusterTopologyError("CLUSTER SHARDS: \(what()) has role \(value)")
                 }
-            case "health":
-                switch value.string {
-                case "online": health = .online
-                case "failed", "fail": health = .failed
-                case "loading": health = .loading
-                default: health = .other(value.string ?? value.description)
+            case .health:
+                let text = value.bytes ?? []
+                if equal(text, "online") {
+                    health = .online
+                } else if equal(text, "failed") || equal(text, "fail") {
+                    health = .failed
+                } else if equal(text, "loading") {
+                    health = .loading
+                } else {
+                    health = .other(value.string ?? value.description)
                 }
-            default:
-                continue
+            case .slots, .nodes, .other:
+                break
             }
         }
-        guard let id, !id.isEmpty else { throw ClusterTopologyError("CLUSTER SHARDS: \(what) has no id") }
+        guard let id, !id.isEmpty else { throw ClusterTopologyError("CLUSTER SHARDS: \(what()) has no id") }
         guard let role else { throw ClusterTopologyError("CLUSTER SHARDS: node \(id) has no role") }
         guard port != nil || tlsPort != nil else { throw ClusterTopologyError("CLUSTER SHARDS: node \(id) has no port") }
         return Node(
@@ -297,13 +337,13 @@ extension ClusterTopology {
     }
 
     private static func slotsNode(
-        _ reply: RESPReply, role: Node.Role, overTLS: Bool, what: String
+        _ reply: RESPReply, role: Node.Role, overTLS: Bool, what: @autoclosure () -> String
     ) throws(ClusterTopologyError) -> Node {
         guard let parts = reply.array, parts.count >= 2 else {
-            throw ClusterTopologyError("CLUSTER SLOTS: \(what) is not [endpoint, port, ...]")
+            throw ClusterTopologyError("CLUSTER SLOTS: \(what()) is not [endpoint, port, ...]")
         }
         let endpoint = knownEndpoint(parts[0].string)
-        let port = try self.port(parts[1], what: what)
+        let port = try self.port(parts[1], what: what())
         let id = parts.count > 2 ? parts[2].string.flatMap { $0.isEmpty ? nil : $0 } : nil
         var hostname: String?
         var ip: String?
@@ -334,32 +374,36 @@ extension ClusterTopology {
         host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
     }
 
-    private static func port(_ reply: RESPReply, what: String) throws(ClusterTopologyError) -> Int? {
+    private static func port(_ reply: RESPReply, what: @autoclosure () -> String) throws(ClusterTopologyError) -> Int? {
         guard let value = reply.integer, (0...65535).contains(value) else {
-            throw ClusterTopologyError("\(what) has port \(reply)")
+            throw ClusterTopologyError("\(what()) has port \(reply)")
         }
         return value == 0 ? nil : Int(value)
     }
 
-    private static func slotRanges(_ reply: RESPReply, what: String) throws(ClusterTopologyError) -> [ClosedRange<UInt16>] {
+    private static func slotRanges(
+        _ reply: RESPReply, what: @autoclosure () -> String
+    ) throws(ClusterTopologyError) -> [ClosedRange<UInt16>] {
         guard let values = reply.array, values.count % 2 == 0 else {
-            throw ClusterTopologyError("CLUSTER SHARDS: slots of \(what) is \(kind(of: reply)), not pairs of slots")
+            throw ClusterTopologyError("CLUSTER SHARDS: slots of \(what()) is \(kind(of: reply)), not pairs of slots")
         }
         var ranges: [ClosedRange<UInt16>] = []
         ranges.reserveCapacity(values.count / 2)
         var index = 0
         while index < values.count {
-            ranges.append(try slotRange(first: values[index], last: values[index + 1], what: what))
+            ranges.append(try slotRange(first: values[index], last: values[index + 1], what: what()))
             index += 2
         }
         return ranges
     }
 
-    private static func slotRange(first: RESPReply, last: RESPReply, what: String) throws(ClusterTopologyError) -> ClosedRange<UInt16> {
+    private static func slotRange(
+        first: RESPReply, last: RESPReply, what: @autoclosure () -> String
+    ) throws(ClusterTopologyError) -> ClosedRange<UInt16> {
         guard let low = first.integer, let high = last.integer,
               let lowSlot = HashSlot(Int(clamping: low)), let highSlot = HashSlot(Int(clamping: high)), low <= high
         else {
-            throw ClusterTopologyError("\(what) has slot range \(first)-\(last)")
+            throw ClusterTopologyError("\(what()) has slot range \(first)-\(last)")
         }
         return lowSlot.rawValue...highSlot.rawValue
     }

@@ -29,6 +29,11 @@ public struct HashSlot: Hashable, Comparable, Sendable, CustomStringConvertible 
         rawValue = UInt16(value)
     }
 
+    /// A slot number known to be below 16384.
+    init(rawValue: UInt16) {
+        self.rawValue = rawValue & UInt16(HashSlot.count - 1)
+    }
+
     /// The slot of a key given as bytes (Redis keys are binary-safe).
     public init<Key: Collection>(key: Key) where Key.Element == UInt8 {
         if let slot = key.withContiguousStorageIfAvailable({ HashSlot(bytes: UnsafeRawBufferPointer($0)) }) {
@@ -53,10 +58,13 @@ public struct HashSlot: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// The part of `key` that decides its slot: the hash tag, or the whole key.
     static func hashedRange(of key: UnsafeRawBufferPointer) -> Range<Int> {
-        guard let open = key.firstIndex(of: UInt8(ascii: "{")) else { return 0..<key.count }
-        guard let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 else {
-            return 0..<key.count
-        }
+        let count = key.count
+        var open = 0
+        while open < count, key[open] != UInt8(ascii: "{") { open += 1 }
+        guard open < count else { return 0..<count }
+        var close = open + 1
+        while close < count, key[close] != UInt8(ascii: "}") { close += 1 }
+        guard close < count, close > open + 1 else { return 0..<count }
         return (open + 1)..<close
     }
 
@@ -66,7 +74,8 @@ public struct HashSlot: Hashable, Comparable, Sendable, CustomStringConvertible 
         crc16Table.withUnsafeBufferPointer { table in
             var crc: UInt16 = 0
             for byte in bytes {
-                crc = (crc &<< 8) ^ table[Int(UInt8(truncatingIfNeeded: crc &>> 8) ^ byte)]
+                // The index is a byte: always within the 256 entries.
+                crc = (crc &<< 8) ^ table[unchecked: Int(UInt8(truncatingIfNeeded: crc &>> 8) ^ byte)]
             }
             return crc
         }
@@ -87,4 +96,11 @@ public struct HashSlot: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// The slot's number.
     public var description: String { String(rawValue) }
+}
+
+extension UnsafeBufferPointer {
+    /// The element at `index`, which the caller knows to be within bounds.
+    fileprivate subscript(unchecked index: Int) -> Element {
+        (baseAddress.unsafelyUnwrapped + index).pointee
+    }
 }
