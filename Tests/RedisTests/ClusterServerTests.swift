@@ -20,7 +20,8 @@ struct DevServicesCluster {
     ) async throws -> T {
         let name = TestEnvironment.uniqueName("cluster")
         do {
-            let output = try await TestEnvironment.runDevServices(["up"] + flags, instance: name)
+            // --only: no PostgreSQL and standalone Redis, which these tests do not use.
+            let output = try await TestEnvironment.runDevServices(["up"] + flags + ["--only"], instance: name)
             let cluster = try parse(output, instance: name)
             let result = try await body(cluster)
             _ = try? await TestEnvironment.runDevServices(["down"], instance: name)
