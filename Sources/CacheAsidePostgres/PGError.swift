@@ -7,7 +7,12 @@ import Foundation
 /// not be made or was lost) is not a ``Kind/query`` error (the server refused a
 /// statement), so a caller can retry the one and not the other. No error ever contains
 /// a password.
-public struct PGError: Error, Sendable, CustomStringConvertible {
+///
+/// ``description`` (what `"\(error)"` and loggers print) is safe for logs: it never
+/// shows a statement's parameters, row values, or the server's DETAIL (a unique
+/// violation's DETAIL quotes the duplicate key). ``debugDescription``
+/// (`String(reflecting: error)`) shows everything.
+public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The class of failure.
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
         let name: String
@@ -94,19 +99,52 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
     /// The statement was cancelled (by task cancellation or `statement_timeout`).
     public var isCancellation: Bool { kind == .cancelled || sqlState == "57014" }
 
+    /// A summary safe for logs: the kind, the SQLSTATE, the server's primary message
+    /// (for a data exception, without the value it quotes), the constraint or column
+    /// concerned, and what failed (the statement's SQL, shortened). Never the statement's
+    /// parameters, row values or the server's DETAIL, HINT and context, which can quote
+    /// them: those are in ``debugDescription``.
     public var description: String {
         var text = "PostgreSQL \(kind) error"
         if let sqlState { text += " \(sqlState)" }
-        text += ": \(message)"
-        if let column, kind == .decoding { text = "PostgreSQL decoding error (column \"\(column)\"): \(message)" }
-        if let detail { text += " (detail: \(detail))" }
-        if let hint { text += " (hint: \(hint))" }
-        if let constraint { text += " (constraint: \(constraint))" }
-        if let sql {
-            let short = sql.count > 200 ? String(sql.prefix(200)) + "..." : sql
-            text += " [sql: \(short)]"
+        if kind == .decoding, let column {
+            text += " (column \"\(column)\")"
         }
+        text += ": \(safeMessage)"
+        if let constraint { text += " (constraint: \(constraint))" }
+        if let sql { text += " [sql: \(Self.shorten(sql, to: 200))]" }
         return text
+    }
+
+    /// Everything the error carries, for debugging: ``description`` plus the server's
+    /// full message, DETAIL, HINT, schema, table, column and severity, and the
+    /// underlying error. It can contain row values (a unique violation's DETAIL quotes
+    /// the key), so keep it out of logs that must not hold data. Never a password.
+    public var debugDescription: String {
+        var parts = ["kind: \(kind)"]
+        if let sqlState { parts.append("sqlState: \(sqlState)") }
+        if let severity { parts.append("severity: \(severity)") }
+        parts.append("message: \(message)")
+        if let detail { parts.append("detail: \(detail)") }
+        if let hint { parts.append("hint: \(hint)") }
+        if let schema { parts.append("schema: \(schema)") }
+        if let table { parts.append("table: \(table)") }
+        if let column { parts.append("column: \(column)") }
+        if let constraint { parts.append("constraint: \(constraint)") }
+        if let sql { parts.append("sql: \(sql)") }
+        if let underlying { parts.append("underlying: \(String(reflecting: underlying))") }
+        return "PGError(" + parts.joined(separator: ", ") + ")"
+    }
+
+    /// The primary message, without the value a data exception (SQLSTATE class 22,
+    /// e.g. `invalid input syntax for type integer: "abc"`) quotes.
+    var safeMessage: String {
+        guard let sqlState, sqlState.hasPrefix("22"), let range = message.range(of: ": \"") else { return message }
+        return String(message[..<range.lowerBound]) + ": (value omitted)"
+    }
+
+    static func shorten(_ text: String, to limit: Int) -> String {
+        text.count > limit ? String(text.prefix(limit)) + "..." : text
     }
 
     // Set on connection errors that happened before any byte of a statement was sent:
