@@ -59,15 +59,16 @@ struct Bindings {
         if types.isEmpty { return body(0, nil, nil, nil, nil) }
         return bytes.withUnsafeBufferPointer { buffer in
             let base = UnsafeRawPointer(buffer.baseAddress)
-            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
-                guard offset >= 0, let base else { return nil }
-                return (base + offset).assumingMemoryBound(to: CChar.self)
-            }
-            return types.withUnsafeBufferPointer { t in
-                values.withUnsafeBufferPointer { v in
+            // The value pointers live on the stack for the call: no allocation.
+            return withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: offsets.count) { values in
+                for (i, offset) in offsets.enumerated() {
+                    values.initializeElement(
+                        at: i, to: offset >= 0 ? base.map { ($0 + offset).assumingMemoryBound(to: CChar.self) } : nil)
+                }
+                return types.withUnsafeBufferPointer { t in
                     lengths.withUnsafeBufferPointer { l in
                         formats.withUnsafeBufferPointer { f in
-                            body(count, t.baseAddress, v.baseAddress, l.baseAddress, f.baseAddress)
+                            body(count, t.baseAddress, UnsafePointer(values.baseAddress), l.baseAddress, f.baseAddress)
                         }
                     }
                 }

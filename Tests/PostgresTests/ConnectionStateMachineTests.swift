@@ -291,3 +291,33 @@ import Testing
         #expect(results(m.ioReady(.readable, wire)) == ["INSERT 0 1"])
     }
 }
+
+/// The statement cache's bookkeeping, without a server.
+@Suite struct StatementCacheTests {
+    typealias Key = StatementCache.Key
+
+    @Test func preparesOnTheSecondRunAndEvictsTheLeastRecentlyUsed() {
+        var cache = StatementCache(capacity: 2)
+        let a = Key(sql: "SELECT a", types: [20]), b = Key(sql: "SELECT b", types: []), c = Key(sql: "SELECT c", types: [])
+        var evicted: [String] = []
+        guard case .runUnnamed = cache.lookup(a, evicted: &evicted) else { Issue.record("a one-off was prepared"); return }
+        guard case .prepareNow(let nameA) = cache.lookup(a, evicted: &evicted) else { Issue.record("not prepared on the second run"); return }
+        for _ in 0..<3 {  // the hot statement, found without hashing
+            guard case .prepared(let again) = cache.lookup(a, evicted: &evicted), again == nameA else {
+                Issue.record("the prepared statement was not reused")
+                return
+            }
+        }
+        guard case .runUnnamed = cache.lookup(b, evicted: &evicted) else { return }
+        guard case .prepareNow(let nameB) = cache.lookup(b, evicted: &evicted) else { return }
+        guard case .prepared = cache.lookup(a, evicted: &evicted) else { return }  // a is now the most recent
+        _ = cache.lookup(c, evicted: &evicted)  // full: evicts b, the least recently used
+        #expect(evicted == [nameB])
+        guard case .prepared(let stillA) = cache.lookup(a, evicted: &evicted), stillA == nameA else {
+            Issue.record("the most recently used statement was evicted")
+            return
+        }
+        cache.remove(a)
+        guard case .runUnnamed = cache.lookup(a, evicted: &evicted) else { Issue.record("a removed statement was still known"); return }
+    }
+}
