@@ -80,12 +80,11 @@ extension ConnectionCore {
     /// kept).
     private func pollForReply() -> Machine.Outcome? {
         let fd = registration?.fd ?? PQsocket(pg)
-        let budget = configuration.replyPollTimeout
-        let deadline = ContinuousClock.now + budget
+        let budget = replyPollNanoseconds
+        let start = monotonicNanoseconds()
         var remaining = budget
-        while remaining > .zero {
-            let (seconds, attoseconds) = remaining.components
-            let ready = clibpq_wait_readable(fd, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        while remaining > 0 {
+            let ready = clibpq_wait_readable(fd, remaining)
             if ready > 0 {
                 let (action, onBroken): (Machine.Action, (@Sendable (PGError) -> Void)?) = state.withLock { s in
                     let action = s.machine.readWhileSending(wire)
@@ -103,7 +102,7 @@ extension ConnectionCore {
             } else if ready < 0 && errno != EINTR {
                 break
             }
-            remaining = deadline - ContinuousClock.now
+            remaining = budget - (monotonicNanoseconds() - start)
         }
         // The reply is slow: suspend this time, and poll less for a while.
         pollBackoff = min(max(1, pollBackoff * 2), 64)
@@ -113,7 +112,7 @@ extension ConnectionCore {
 
     /// Whether this round trip waits for its reply on its own thread first.
     private func shouldPoll(othersInFlight: Int) -> Bool {
-        guard othersInFlight == 0, configuration.replyPollTimeout > .zero, !loop.inLoop else { return false }
+        guard othersInFlight == 0, replyPollNanoseconds > 0, !loop.inLoop else { return false }
         if pollSkips > 0 {
             pollSkips -= 1
             return false
@@ -165,4 +164,12 @@ extension ConnectionCore {
         }
         perform(action, continuation: continuation, onBroken: nil)
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (cheaper than `Duration` arithmetic on the hot path).
+@inline(__always)
+func monotonicNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
 }

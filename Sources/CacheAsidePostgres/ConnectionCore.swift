@@ -64,6 +64,8 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     var pendingDeallocations: [String] = []
     var pollSkips = 0
     var pollBackoff = 0
+    /// ``PGConfiguration/replyPollTimeout`` in nanoseconds.
+    let replyPollNanoseconds: Int64
 
     init(pg: OpaquePointer, secrets: [String], loop: IOLoop, logger: Logger, configuration: PGConfiguration) {
         self.pg = pg
@@ -75,6 +77,8 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         self.backendPID = PQbackendPID(pg)
         self.serverVersion = Int(PQserverVersion(pg))
         self.cache = StatementCache(capacity: configuration.statementCacheCapacity)
+        let (seconds, attoseconds) = max(.zero, configuration.replyPollTimeout).components
+        self.replyPollNanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
     deinit {

@@ -33,7 +33,7 @@ struct ConnectionStateMachine<Result> {
         var suspended = false
         /// All results are in, but a `PQcancel` is still running: they are handed
         /// over when it returns, so that it cannot hit a later statement.
-        var outcome: Outcome?
+        var heldResults: [Result]?
 
         init(id: UInt64) { self.id = id }
     }
@@ -193,7 +193,7 @@ struct ConnectionStateMachine<Result> {
         case .awaitingResults(var trip), .cancelling(var trip):
             let cancelling: Bool
             if case .cancelling = state { cancelling = true } else { cancelling = false }
-            guard trip.outcome == nil else { return .none }
+            guard trip.heldResults == nil else { return .none }
             var action = Action.none
             if trip.wantWrite {
                 let flushed = wire.flush()
@@ -210,13 +210,12 @@ struct ConnectionStateMachine<Result> {
                 state = cancelling ? .cancelling(trip) : .awaitingResults(trip)
                 return action
             case .done(let results):
-                let outcome = Outcome(results: .success(results), cancelled: trip.cancel != .none)
                 if cancelling {
-                    trip.outcome = outcome
+                    trip.heldResults = results
                     state = .cancelling(trip)
                 } else {
                     state = .idle
-                    action.deliver = outcome
+                    action.deliver = Outcome(results: .success(results), cancelled: trip.cancel != .none)
                 }
                 return action
             }
@@ -246,10 +245,10 @@ struct ConnectionStateMachine<Result> {
     /// `PQcancel` came back (whether or not it reached the server).
     mutating func cancelReturned() -> Action {
         guard case .cancelling(let trip) = state else { return .none }
-        if let outcome = trip.outcome {
+        if let results = trip.heldResults {
             state = .idle
             var action = Action.none
-            action.deliver = outcome
+            action.deliver = Outcome(results: .success(results), cancelled: true)
             return action
         }
         state = .awaitingResults(trip)

@@ -44,45 +44,130 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
         public var description: String { name }
     }
 
+    /// The fields, behind one reference: an error is one word to copy or move (results
+    /// and failures travel through several layers on every statement).
+    private final class Storage: @unchecked Sendable {
+        var kind: Kind
+        var message: String
+        var sqlState: String?
+        var detail: String?
+        var hint: String?
+        var constraint: String?
+        var schema: String?
+        var table: String?
+        var column: String?
+        var severity: String?
+        var sql: String?
+        var underlying: (any Error)?
+        var notSent = false
+
+        init(kind: Kind, message: String) {
+            self.kind = kind
+            self.message = message
+        }
+
+        func copy() -> Storage {
+            let c = Storage(kind: kind, message: message)
+            c.sqlState = sqlState
+            c.detail = detail
+            c.hint = hint
+            c.constraint = constraint
+            c.schema = schema
+            c.table = table
+            c.column = column
+            c.severity = severity
+            c.sql = sql
+            c.underlying = underlying
+            c.notSent = notSent
+            return c
+        }
+    }
+
+    private var storage: Storage
+
+    /// The storage, copied first if another error shares it (copy on write).
+    private var unique: Storage {
+        mutating get {
+            if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+            return storage
+        }
+    }
+
     /// The class of failure.
-    public var kind: Kind
+    public var kind: Kind {
+        get { storage.kind }
+        set { unique.kind = newValue }
+    }
     /// A human-readable message (the server's primary message for a query error).
-    public var message: String
+    public var message: String {
+        get { storage.message }
+        set { unique.message = newValue }
+    }
     /// The five-character SQLSTATE code, for errors the server reported (for example
     /// `23505` for a unique violation, `57014` for a cancelled statement).
-    public var sqlState: String?
-    /// The server's detail message, if any.
-    public var detail: String?
+    public var sqlState: String? {
+        get { storage.sqlState }
+        set { unique.sqlState = newValue }
+    }
+    /// The server's detail message, if any. It can quote row values (a unique
+    /// violation's DETAIL quotes the key): ``description`` leaves it out.
+    public var detail: String? {
+        get { storage.detail }
+        set { unique.detail = newValue }
+    }
     /// The server's hint, if any.
-    public var hint: String?
+    public var hint: String? {
+        get { storage.hint }
+        set { unique.hint = newValue }
+    }
     /// The constraint that was violated, if any.
-    public var constraint: String?
+    public var constraint: String? {
+        get { storage.constraint }
+        set { unique.constraint = newValue }
+    }
     /// The schema of the object concerned, if any.
-    public var schema: String?
+    public var schema: String? {
+        get { storage.schema }
+        set { unique.schema = newValue }
+    }
     /// The table concerned, if any.
-    public var table: String?
+    public var table: String? {
+        get { storage.table }
+        set { unique.table = newValue }
+    }
     /// For a ``Kind/decoding`` error, the result column that could not be decoded;
     /// for a server error, the table column concerned (if the server said).
-    public var column: String?
+    public var column: String? {
+        get { storage.column }
+        set { unique.column = newValue }
+    }
     /// The server's severity (`ERROR`, `FATAL`, ...), if any.
-    public var severity: String?
+    public var severity: String? {
+        get { storage.severity }
+        set { unique.severity = newValue }
+    }
     /// The SQL text of the statement that failed (never its parameters), if any.
-    public var sql: String?
+    public var sql: String? {
+        get { storage.sql }
+        set { unique.sql = newValue }
+    }
     /// The lower-level error that caused this one, if any (an `IOError`, a
     /// `DecodingError`...).
-    public var underlying: (any Error)?
+    public var underlying: (any Error)? {
+        get { storage.underlying }
+        set { unique.underlying = newValue }
+    }
 
     /// Creates an error.
     public init(
         _ kind: Kind, _ message: String, sqlState: String? = nil, column: String? = nil,
         sql: String? = nil, underlying: (any Error)? = nil
     ) {
-        self.kind = kind
-        self.message = message
-        self.sqlState = sqlState
-        self.column = column
-        self.sql = sql
-        self.underlying = underlying
+        storage = Storage(kind: kind, message: message)
+        storage.sqlState = sqlState
+        storage.column = column
+        storage.sql = sql
+        storage.underlying = underlying
     }
 
     /// `23505`: a unique constraint was violated.
@@ -149,7 +234,10 @@ public struct PGError: Error, Sendable, CustomStringConvertible, CustomDebugStri
 
     // Set on connection errors that happened before any byte of a statement was sent:
     // the statement may then be retried on another connection.
-    var notSent = false
+    var notSent: Bool {
+        get { storage.notSent }
+        set { unique.notSent = newValue }
+    }
 }
 
 extension PGError {
