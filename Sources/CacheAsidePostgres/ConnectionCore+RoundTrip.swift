@@ -59,19 +59,25 @@ extension ConnectionCore {
         }
 
         // Suspend: the loop reads the results and resumes us.
-        let outcome: Machine.Outcome = await withTaskCancellationHandler {
-            await withUnsafeContinuation { (continuation: UnsafeContinuation<Machine.Outcome, Never>) in
+        let (outcome, handedOver): (Machine.Outcome, Int64) = await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: Waiter) in
                 let (action, onBroken): (Machine.Action, (@Sendable (PGError) -> Void)?) = state.withLock { s in
                     let action = s.machine.suspend()
                     _ = applyLocked(action, &s, resumeWaiter: false)
                     if action.deliver == nil { s.continuation = continuation }
                     return (action, action.broke == nil ? nil : s.onBroken)
                 }
-                perform(action, continuation: action.deliver == nil ? nil : continuation, onBroken: onBroken)
+                if let outcome = action.deliver {
+                    perform(action, continuation: nil, onBroken: onBroken)
+                    continuation.resume(returning: (outcome, 0))
+                } else {
+                    perform(action, continuation: nil, onBroken: onBroken)
+                }
             }
         } onCancel: {
             if cancellable { requestCancel(id: id) }
         }
+        if handedOver > 0 { PollGate.observe(resumeDelay: monotonicNanoseconds() - handedOver) }
         return try deliver(outcome, sql: sql)
     }
 
@@ -111,13 +117,22 @@ extension ConnectionCore {
     }
 
     /// Whether this round trip waits for its reply on its own thread first.
+    ///
+    /// A task whose statements are all answered while it polls never suspends, so it
+    /// never lets another task run on its thread: after ``pollSlice`` of that on one
+    /// thread, a statement suspends as usual (the other tasks queued for the thread run
+    /// first), and the slice starts again.
     private func shouldPoll(othersInFlight: Int) -> Bool {
-        guard othersInFlight == 0, replyPollNanoseconds > 0, !loop.inLoop else { return false }
-        if pollSkips > 0 {
-            pollSkips -= 1
+        guard othersInFlight == 0, replyPollNanoseconds > 0, !loop.inLoop, PollGate.isOpen else {
+            PollSlice.end()
             return false
         }
-        return true
+        if pollSkips > 0 {
+            pollSkips -= 1
+            PollSlice.end()
+            return false
+        }
+        return PollSlice.continues(for: pollSlice)
     }
 
     private func deliver(_ outcome: Machine.Outcome, sql: String?) throws -> Delivery {
@@ -172,4 +187,59 @@ func monotonicNanoseconds() -> Int64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+}
+
+/// Whether callers may poll at all: closed for a while when a suspended caller, once
+/// its results were handed over, waited long for a thread. That wait means the
+/// cooperative pool has other tasks to run, and a thread held in `ppoll` would keep
+/// them waiting; an idle pool resumes a task within some tens of microseconds.
+enum PollGate {
+    /// A resumption slower than this means the pool is busy.
+    static let busyResumeDelay: Int64 = 100_000
+    /// How long polling stays off after that.
+    static let pause: Int64 = 20_000_000
+    private static let closedUntil = Atomic<Int64>(0)
+
+    static var isOpen: Bool {
+        let until = closedUntil.load(ordering: .relaxed)
+        return until == 0 || monotonicNanoseconds() >= until
+    }
+
+    /// A suspended caller resumed `resumeDelay` nanoseconds after its outcome was
+    /// handed over.
+    static func observe(resumeDelay: Int64) {
+        if resumeDelay > busyResumeDelay {
+            closedUntil.store(monotonicNanoseconds() + pause, ordering: .relaxed)
+        }
+    }
+}
+
+/// When this thread began running statements that never suspended (their replies came
+/// while their callers polled): a thread-local slice, so that polling callers give the
+/// thread up now and then.
+enum PollSlice {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// True while this thread's slice lasts (starting one if none runs); false once it
+    /// is used up, which ends it.
+    static func continues(for slice: Int64) -> Bool {
+        let now = monotonicNanoseconds()
+        let since = Int64(Int(bitPattern: pthread_getspecific(key)))
+        if since == 0 {
+            pthread_setspecific(key, UnsafeRawPointer(bitPattern: Int(now)))
+            return true
+        }
+        if now - since < slice { return true }
+        end()
+        return false
+    }
+
+    /// The caller suspends: the thread runs other tasks meanwhile.
+    static func end() {
+        if pthread_getspecific(key) != nil { pthread_setspecific(key, nil) }
+    }
 }

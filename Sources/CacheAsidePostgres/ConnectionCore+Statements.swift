@@ -4,7 +4,7 @@ extension ConnectionCore {
     /// Runs one statement with the extended protocol (binary results), preparing it
     /// the second time it runs on this connection (see ``StatementCache``).
     func run(sql: String, bindings: Bindings, cancellable: Bool = true) async throws -> PGResult {
-        try await acquireTurn(cancellable: cancellable)
+        if try !tryAcquireTurn() { try await acquireTurn(cancellable: cancellable) }
         defer { releaseTurn() }
         return try await runHoldingTurn(sql: sql, bindings: bindings, cancellable: cancellable, mayRetry: true)
     }

@@ -45,10 +45,14 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
         let continuation: CheckedContinuation<Void, any Error>
     }
 
+    /// The task waiting for a round trip's outcome; it is resumed with the outcome and
+    /// the time it was handed over (to see how long the task then waited for a thread).
+    typealias Waiter = UnsafeContinuation<(Machine.Outcome, Int64), Never>
+
     struct Locked {
         var machine = Machine()
         /// The task waiting for its round trip's results.
-        var continuation: UnsafeContinuation<Machine.Outcome, Never>?
+        var continuation: Waiter?
         /// Some caller holds the turn.
         var busy = false
         var turnWaiters = Deque<TurnWaiter>()
@@ -66,6 +70,9 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     var pollBackoff = 0
     /// ``PGConfiguration/replyPollTimeout`` in nanoseconds.
     let replyPollNanoseconds: Int64
+    /// How long a thread may run statements answered while polling (never suspending)
+    /// before one of them suspends and lets the thread's other tasks run: 1 ms.
+    let pollSlice: Int64 = 1_000_000
 
     init(pg: OpaquePointer, secrets: [String], loop: IOLoop, logger: Logger, configuration: PGConfiguration) {
         self.pg = pg
@@ -84,27 +91,42 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     deinit {
         if let cancelHandle { PQfreeCancel(cancelHandle) }
         let finished = state.withLock { $0.finished }
-        if !finished { PQfinish(pg) }
+        if !finished {
+            PQfinish(pg)
+            if let registration { _ = Foundation.close(registration.fd) }
+        }
     }
 
     /// Registers the socket with the loop (readable interest: an idle connection that
     /// the server closes is noticed at once).
+    ///
+    /// What is registered is a duplicate of libpq's socket, which this core closes
+    /// itself once it is deregistered: libpq closes its own descriptor as soon as it
+    /// finds the connection lost, and the number could then be reused (by the next
+    /// connection) before the loop forgets the old registration, whose removal would
+    /// then remove the new descriptor's.
     func start() throws {
-        let fd = PQsocket(pg)
-        guard fd >= 0 else { throw PGError(.connection, "the connection has no socket") }
+        let socket = PQsocket(pg)
+        guard socket >= 0 else { throw PGError(.connection, "the connection has no socket") }
+        let fd = fcntl(socket, F_DUPFD_CLOEXEC, 0)
+        guard fd >= 0 else {
+            throw PGError(.connection, "cannot duplicate the connection's socket (errno \(errno))")
+        }
         PQsetNoticeReceiver(pg, noticeReceiver, Unmanaged.passUnretained(self).toOpaque())
         do {
             registration = try loop.register(fd: fd, interest: .readable, handler: self)
         } catch {
+            _ = Foundation.close(fd)
             throw PGError(.connection, "cannot register the connection's socket: \(error)", underlying: error)
         }
     }
 
     // MARK: - Turns
 
-    /// Waits until no other statement runs on this connection (FIFO).
-    func acquireTurn(cancellable: Bool = true) async throws {
-        let immediate: Bool = try state.withLock { s in
+    /// Takes the turn if nobody holds it (true), without suspending.
+    @inline(__always)
+    func tryAcquireTurn() throws -> Bool {
+        try state.withLock { s in
             if s.machine.isClosed { throw PGError.closed() }
             if !s.busy {
                 s.busy = true
@@ -112,7 +134,11 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
             }
             return false
         }
-        if immediate { return }
+    }
+
+    /// Waits until no other statement runs on this connection (FIFO).
+    func acquireTurn(cancellable: Bool = true) async throws {
+        if try tryAcquireTurn() { return }
         let id = state.withLock { s in
             s.nextTurnID += 1
             return s.nextTurnID
@@ -155,7 +181,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// Applies the parts of `action` that must happen under the lock (socket interest,
     /// so that interest changes happen in the order of the state changes) and takes the
     /// waiting continuation if the action delivers to it.
-    func applyLocked(_ action: Machine.Action, _ s: inout Locked, resumeWaiter: Bool) -> UnsafeContinuation<Machine.Outcome, Never>? {
+    func applyLocked(_ action: Machine.Action, _ s: inout Locked, resumeWaiter: Bool) -> Waiter? {
         if let interest = action.interest { try? registration?.setInterest(interest) }
         if let error = action.broke {
             logger.debug("connection lost", metadata: ["backend_pid": "\(backendPID)", "error": "\(error.message)"])
@@ -168,9 +194,11 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     }
 
     /// Carries out what is left of `action` once the lock is released.
-    func perform(_ action: Machine.Action, continuation: UnsafeContinuation<Machine.Outcome, Never>?, onBroken: (@Sendable (PGError) -> Void)?) {
+    func perform(_ action: Machine.Action, continuation: Waiter?, onBroken: (@Sendable (PGError) -> Void)?) {
         if action.sendCancel { sendCancel() }
-        if let continuation, let outcome = action.deliver { continuation.resume(returning: outcome) }
+        if let continuation, let outcome = action.deliver {
+            continuation.resume(returning: (outcome, monotonicNanoseconds()))
+        }
         if let error = action.broke { onBroken?(error) }
         if action.finish { finishOnLoop() }
     }
@@ -214,7 +242,7 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
     /// Closes the connection: fails whoever waits, then `PQfinish` on the loop thread
     /// (or, if a caller is sending right now, once it is done).
     func close() {
-        let (waiters, action, continuation): ([TurnWaiter], Machine.Action, UnsafeContinuation<Machine.Outcome, Never>?) = state.withLock { s in
+        let (waiters, action, continuation): ([TurnWaiter], Machine.Action, Waiter?) = state.withLock { s in
             let action = s.machine.close()
             let waiters = Array(s.turnWaiters)
             s.turnWaiters.removeAll()
@@ -240,7 +268,10 @@ final class ConnectionCore: IOHandler, @unchecked Sendable {
             s.finished = true
             return true
         }
-        if finish { PQfinish(pg) }
+        if finish {
+            PQfinish(pg)
+            if let registration { _ = Foundation.close(registration.fd) }  // our duplicate
+        }
     }
 }
 

@@ -309,6 +309,7 @@ public final class PGClient: PGQueryable, Sendable {
     // MARK: - Acquire and release
 
     func acquire() async throws -> Lease {
+        if let lease = try acquireIdle() { return lease }
         while true {
             let lease = try await acquireOnce()
             if !lease.connection.core.isBroken { return lease }
@@ -316,10 +317,25 @@ public final class PGClient: PGQueryable, Sendable {
         }
     }
 
-    private func acquireOnce() async throws -> Lease {
-        // Fast path: an idle connection and nobody waiting.
-        enum Fast { case lease(Lease), failed(any Error), slow }
-        let fast: Fast = state.withLock { s in
+    /// An idle connection when one is free and nobody waits, without suspending (and
+    /// without the cost of an async call); nil otherwise.
+    @inline(__always)
+    private func acquireIdle() throws -> Lease? {
+        switch acquireFast() {
+        case .lease(let lease):
+            if !lease.connection.core.isBroken { return lease }
+            release(lease)  // died while idle, before we heard of it
+            return nil
+        case .failed(let error): throw error
+        case .slow: return nil
+        }
+    }
+
+    private enum Fast { case lease(Lease), failed(any Error), slow }
+
+    /// The fast path: an idle connection and nobody waiting.
+    private func acquireFast() -> Fast {
+        state.withLock { s in
             guard s.started, s.machine.waiters.isEmpty, !s.machine.idle.isEmpty else { return .slow }
             switch s.machine.acquire(0, now: .now) {
             case .leased(let id):
@@ -331,7 +347,10 @@ public final class PGClient: PGQueryable, Sendable {
                 return .failed(PGError(.closed, "pool inconsistency"))
             }
         }
-        switch fast {
+    }
+
+    private func acquireOnce() async throws -> Lease {
+        switch acquireFast() {
         case .lease(let lease): return lease
         case .failed(let error): throw error
         case .slow: break
