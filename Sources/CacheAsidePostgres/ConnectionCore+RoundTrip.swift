@@ -195,9 +195,9 @@ func monotonicNanoseconds() -> Int64 {
 /// them waiting; an idle pool resumes a task within some tens of microseconds.
 enum PollGate {
     /// A resumption slower than this means the pool is busy.
-    static let busyResumeDelay: Int64 = 100_000
+    static let busyResumeDelay: Int64 = 1_000_000
     /// How long polling stays off after that.
-    static let pause: Int64 = 20_000_000
+    static let pause: Int64 = 10_000_000
     private static let closedUntil = Atomic<Int64>(0)
 
     static var isOpen: Bool {

@@ -62,9 +62,13 @@ public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStr
     ///
     /// Waiting on its own thread saves the thread hop from the loop to the task (15-20
     /// µs on a small VM, a large part of a primary-key lookup). It holds one thread of
-    /// Swift's cooperative pool for at most this long, only while no other statement is
-    /// in flight, and a connection whose replies keep missing it stops polling for a
-    /// while (up to 64 statements).
+    /// Swift's cooperative pool for at most this long, and only while no other statement
+    /// is in flight in the process. It backs off: a connection whose replies keep
+    /// missing it stops polling for up to 64 statements; a thread that has run polled
+    /// statements for 1 ms without suspending suspends once, so that the other tasks
+    /// queued for it run; and when a suspended caller waited more than 1 ms for a
+    /// thread once its reply was in (the pool has other work queued), nobody polls for
+    /// the next 10 ms.
     public var replyPollTimeout: Duration = .microseconds(250)
 
     /// Asked for the user and password at every new connection, before libpq connects
