@@ -11,11 +11,35 @@ import Testing
         var description: String { "the token service is unreachable" }
     }
 
+    /// Checks on a private server (started with `--pg-ssl off`): rotating the shared
+    /// server's password would disturb the tests running next to this one, and the
+    /// shared server speaks TLS. One server for both, since starting one is costly.
     @Test(.timeLimit(.minutes(3)))
-    func aRotatedPasswordIsPickedUpByTheNextConnection() async throws {
-        // A private server: rotating the shared server's password would disturb the
-        // tests running next to this one.
-        try await TestEnvironment.withPrivateInstance("pg-creds") { url in
+    func onAPrivateServerWithoutTLSRequireFailsClearlyAndARotatedPasswordIsPickedUp() async throws {
+        try await TestEnvironment.withPrivateInstance("pg-private", arguments: ["--pg-ssl", "off"]) { url in
+            try await requireFailsClearly(url: url)
+            try await aRotatedPasswordIsPickedUpByTheNextConnection(url: url)
+        }
+    }
+
+    /// `sslmode=require` against a server without TLS fails clearly.
+    func requireFailsClearly(url: String) async throws {
+        var config = try TLSTests.configuration(url)
+        config.sslMode = .require
+        let error = try await #require(throws: PGError.self) {
+            _ = try await PGConnection.connect(configuration: config)
+        }
+        #expect(error.kind == .connection)
+        #expect(error.message.contains("server does not support SSL, but SSL was required"), "\(error)")
+        #expect(!error.description.contains(try #require(config.password)))
+        // The same server without TLS is fine.
+        config.sslMode = .disable
+        let connection = try await PGConnection.connect(configuration: config)
+        connection.close()
+    }
+
+    func aRotatedPasswordIsPickedUpByTheNextConnection(url: String) async throws {
+        do {
             var base = try PGConfiguration(url: url)
             base.connectTimeout = .seconds(60)
             base.acquireTimeout = .seconds(60)

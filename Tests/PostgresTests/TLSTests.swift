@@ -73,23 +73,8 @@ import Testing
         connection.close()
     }
 
-    @Test(.timeLimit(.minutes(3)))
-    func requireAgainstAServerWithoutTLSFailsClearly() async throws {
-        try await TestEnvironment.withPrivateInstance("pg-nossl", arguments: ["--pg-ssl", "off"]) { url in
-            var config = try Self.configuration(url)
-            config.sslMode = .require
-            let error = try await #require(throws: PGError.self) {
-                _ = try await PGConnection.connect(configuration: config)
-            }
-            #expect(error.kind == .connection)
-            #expect(error.message.contains("server does not support SSL, but SSL was required"), "\(error)")
-            #expect(!error.description.contains(try #require(config.password)))
-            // The same server without TLS is fine.
-            config.sslMode = .disable
-            let connection = try await PGConnection.connect(configuration: config)
-            connection.close()
-        }
-    }
+    // `sslmode=require` against a server without TLS: see PrivateServerTests, which
+    // starts one such server for that and for the password rotation test.
 }
 
 struct MissingTLSEnvironment: Error, CustomStringConvertible {
