@@ -73,8 +73,8 @@ import Testing
         connection.close()
     }
 
-    // `sslmode=require` against a server without TLS: see PrivateServerTests, which
-    // starts one such server for that and for the password rotation test.
+    // `sslmode=require` against a server without TLS: see CredentialsTests, whose
+    // private server (started without TLS) serves that check and the password rotation.
 }
 
 struct MissingTLSEnvironment: Error, CustomStringConvertible {
