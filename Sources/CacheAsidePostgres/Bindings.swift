@@ -59,74 +59,20 @@ struct Bindings {
         if types.isEmpty { return body(0, nil, nil, nil, nil) }
         return bytes.withUnsafeBufferPointer { buffer in
             let base = UnsafeRawPointer(buffer.baseAddress)
-            let values: [UnsafePointer<CChar>?] = offsets.map { offset in
-                guard offset >= 0, let base else { return nil }
-                return (base + offset).assumingMemoryBound(to: CChar.self)
-            }
-            return types.withUnsafeBufferPointer { t in
-                values.withUnsafeBufferPointer { v in
+            // The value pointers live on the stack for the call: no allocation.
+            return withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: offsets.count) { values in
+                for (i, offset) in offsets.enumerated() {
+                    values.initializeElement(
+                        at: i, to: offset >= 0 ? base.map { ($0 + offset).assumingMemoryBound(to: CChar.self) } : nil)
+                }
+                return types.withUnsafeBufferPointer { t in
                     lengths.withUnsafeBufferPointer { l in
                         formats.withUnsafeBufferPointer { f in
-                            body(count, t.baseAddress, v.baseAddress, l.baseAddress, f.baseAddress)
+                            body(count, t.baseAddress, UnsafePointer(values.baseAddress), l.baseAddress, f.baseAddress)
                         }
                     }
                 }
             }
         }
     }
-}
-
-/// Per-connection prepared statements, keyed by SQL text and parameter types, least
-/// recently used evicted. A statement is prepared the second time it runs on a
-/// connection: one-off statements cost no extra round trip and no server memory.
-struct StatementCache {
-    struct Key: Hashable {
-        var sql: String
-        var types: [UInt32]
-    }
-    struct Entry {
-        var name: String?  // nil: seen once, not prepared
-        var lastUse: UInt64
-    }
-
-    let capacity: Int
-    private(set) var entries: [Key: Entry] = [:]
-    private var tick: UInt64 = 0
-    private var nextName = 0
-
-    init(capacity: Int) { self.capacity = max(0, capacity) }
-
-    enum Lookup { case prepared(String), prepareNow(String), runUnnamed }
-
-    /// What to do for `key`; `evicted` receives a prepared statement pushed out.
-    mutating func lookup(_ key: Key, evicted: inout [String]) -> Lookup {
-        guard capacity > 0 else { return .runUnnamed }
-        tick &+= 1
-        if var entry = entries[key] {
-            entry.lastUse = tick
-            if let name = entry.name {
-                entries[key] = entry
-                return .prepared(name)
-            }
-            nextName += 1
-            let name = "cas_\(nextName)"
-            entry.name = name
-            entries[key] = entry
-            return .prepareNow(name)
-        }
-        if entries.count >= capacity, let victim = entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
-            entries[victim.key] = nil
-            if let name = victim.value.name { evicted.append(name) }
-        }
-        entries[key] = Entry(name: nil, lastUse: tick)
-        return .runUnnamed
-    }
-
-    /// Forgets a statement (it failed to prepare, or the server dropped it).
-    mutating func remove(_ key: Key) { entries[key] = nil }
-
-    /// Forgets everything (the server's prepared statements are gone).
-    mutating func removeAll() { entries.removeAll() }
-
-    var preparedCount: Int { entries.values.filter { $0.name != nil }.count }
 }

@@ -55,7 +55,11 @@ public final class PGClient: PGQueryable, Sendable {
         var started = false
         var connections: [Int: PGConnection] = [:]
         var waiters: [Int: CheckedContinuation<Lease, any Error>] = [:]
-        var timers: [Int: IOLoop.Timer] = [:]
+        /// One timer for every waiter's deadline: armed at the earliest, it fails the
+        /// waiters that are due when it fires and re-arms for the next. A waiter served
+        /// before its deadline costs no timer work (waiters are FIFO with one timeout, so
+        /// deadlines come in order and a new waiter rarely moves the timer).
+        var timeoutTimer: (deadline: ContinuousClock.Instant, timer: IOLoop.Timer)?
         var connectTasks: [Int: Task<Void, Never>] = [:]
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         var lastConnectError: PGError?
@@ -305,6 +309,7 @@ public final class PGClient: PGQueryable, Sendable {
     // MARK: - Acquire and release
 
     func acquire() async throws -> Lease {
+        if let lease = try acquireIdle() { return lease }
         while true {
             let lease = try await acquireOnce()
             if !lease.connection.core.isBroken { return lease }
@@ -312,10 +317,25 @@ public final class PGClient: PGQueryable, Sendable {
         }
     }
 
-    private func acquireOnce() async throws -> Lease {
-        // Fast path: an idle connection and nobody waiting.
-        enum Fast { case lease(Lease), failed(any Error), slow }
-        let fast: Fast = state.withLock { s in
+    /// An idle connection when one is free and nobody waits, without suspending (and
+    /// without the cost of an async call); nil otherwise.
+    @inline(__always)
+    private func acquireIdle() throws -> Lease? {
+        switch acquireFast() {
+        case .lease(let lease):
+            if !lease.connection.core.isBroken { return lease }
+            release(lease)  // died while idle, before we heard of it
+            return nil
+        case .failed(let error): throw error
+        case .slow: return nil
+        }
+    }
+
+    private enum Fast { case lease(Lease), failed(any Error), slow }
+
+    /// The fast path: an idle connection and nobody waiting.
+    private func acquireFast() -> Fast {
+        state.withLock { s in
             guard s.started, s.machine.waiters.isEmpty, !s.machine.idle.isEmpty else { return .slow }
             switch s.machine.acquire(0, now: .now) {
             case .leased(let id):
@@ -327,7 +347,10 @@ public final class PGClient: PGQueryable, Sendable {
                 return .failed(PGError(.closed, "pool inconsistency"))
             }
         }
-        switch fast {
+    }
+
+    private func acquireOnce() async throws -> Lease {
+        switch acquireFast() {
         case .lease(let lease): return lease
         case .failed(let error): throw error
         case .slow: break
@@ -381,6 +404,16 @@ public final class PGClient: PGQueryable, Sendable {
         var start: [Int] = []
         var scheduleTimeout: [(Int, ContinuousClock.Instant)] = []
         var cancelTimers: [IOLoop.Timer] = []
+
+        mutating func merge(_ other: Effects) {
+            close += other.close
+            resume += other.resume
+            start += other.start
+            scheduleTimeout += other.scheduleTimeout
+            cancelTimers += other.cancelTimers
+            if let at = other.retryAt { retryAt = min(retryAt ?? at, at) }
+            shutdownComplete += other.shutdownComplete
+        }
         var retryAt: ContinuousClock.Instant?
         var shutdownComplete: [CheckedContinuation<Void, Never>] = []
 
@@ -407,15 +440,17 @@ public final class PGClient: PGQueryable, Sendable {
             guard let cont = s.waiters.removeValue(forKey: request) else { continue }
             effects.resume.append((cont, .failure(error(for: reason, in: s))))
         }
-        for request in actions.cancelTimeout {
-            if let timer = s.timers.removeValue(forKey: request) { effects.cancelTimers.append(timer) }
-        }
+        // actions.cancelTimeout: nothing to do; the shared timer finds that waiter gone.
         effects.start = actions.start
         effects.scheduleTimeout = actions.scheduleTimeout.map { ($0.request, $0.deadline) }
         effects.retryAt = actions.scheduleRetry
         if actions.shutdownComplete {
             effects.shutdownComplete = s.shutdownWaiters
             s.shutdownWaiters = []
+            if let armed = s.timeoutTimer {
+                effects.cancelTimers.append(armed.timer)
+                s.timeoutTimer = nil
+            }
         }
         return effects
     }
@@ -443,17 +478,7 @@ public final class PGClient: PGQueryable, Sendable {
         for timer in effects.cancelTimers { timer.cancel() }
         for connection in effects.close { connection.close() }
         for (cont, result) in effects.resume { cont.resume(with: result) }
-        for (request, deadline) in effects.scheduleTimeout {
-            let timer = loop.schedule(at: deadline) { [weak self] in self?.timeoutFired(request) }
-            let stale: Bool = state.withLock { s in
-                if s.machine.waiters.contains(where: { $0.id == request }) {
-                    s.timers[request] = timer
-                    return false
-                }
-                return true
-            }
-            if stale { timer.cancel() }
-        }
+        if let earliest = effects.scheduleTimeout.map(\.1).min() { armTimeoutTimer(at: earliest) }
         if let at = effects.retryAt {
             loop.schedule(at: at) { [weak self] in self?.retryFired() }
         }
@@ -462,12 +487,38 @@ public final class PGClient: PGQueryable, Sendable {
         if !effects.shutdownComplete.isEmpty { logger.debug("the PostgreSQL pool is shut down") }
     }
 
-    private func timeoutFired(_ request: Int) {
-        let effects: Effects = state.withLock { s in
-            s.timers[request] = nil
-            return resolve(s.machine.timeout(request, now: .now), in: &s)
+    /// Arms the shared waiter timer at `deadline` unless it fires earlier already.
+    private func armTimeoutTimer(at deadline: ContinuousClock.Instant) {
+        let armed: Bool = state.withLock { s in
+            if let current = s.timeoutTimer, current.deadline <= deadline { return true }
+            return false
+        }
+        if armed { return }
+        let timer = loop.schedule(at: deadline) { [weak self] in self?.timeoutTimerFired() }
+        let replaced: IOLoop.Timer?? = state.withLock { s in
+            if s.machine.phase == .shutDown { return .some(timer) }  // too late: drop it
+            if let current = s.timeoutTimer, current.deadline <= deadline { return .some(timer) }  // raced
+            let old = s.timeoutTimer?.timer
+            s.timeoutTimer = (deadline, timer)
+            return .some(old)
+        }
+        if case .some(let stale?) = replaced { stale.cancel() }
+    }
+
+    /// Fails the waiters whose deadline passed, then re-arms for the next one.
+    private func timeoutTimerFired() {
+        let now = ContinuousClock.now
+        let (effects, next): (Effects, ContinuousClock.Instant?) = state.withLock { s in
+            s.timeoutTimer = nil
+            var effects = Effects()
+            let due = s.machine.waiters.filter { $0.deadline <= now }.map(\.id)
+            for request in due {
+                effects.merge(resolve(s.machine.timeout(request, now: now), in: &s))
+            }
+            return (effects, s.machine.waiters.map(\.deadline).min())
         }
         perform(effects)
+        if let next { armTimeoutTimer(at: next) }
     }
 
     private func retryFired() {

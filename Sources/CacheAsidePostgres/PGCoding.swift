@@ -117,7 +117,7 @@ func decodeInteger<T: FixedWidthInteger>(_ value: PGValue, as type: T.Type) thro
     default: throw value.mismatch(T.self)
     }
     guard let result = T(exactly: wide) else {
-        throw PGDecodingFailure("value \(wide) of type \(value.dataType) does not fit in \(T.self)")
+        throw PGDecodingFailure("a value of type \(value.dataType) does not fit in \(T.self)")
     }
     return result
 }
@@ -239,7 +239,7 @@ extension Date: PGEncodable, PGDecodable {
         } else {
             let scaled = (seconds * 1_000_000).rounded()
             guard scaled.isFinite, abs(scaled) < 9.0e18 else {
-                throw PGError(.encoding, "the Date \(seconds) is out of timestamptz's range")
+                throw PGError(.encoding, "a Date is out of timestamptz's range")
             }
             micros = Int64(scaled) + postgresEpochOffsetMicroseconds
         }

@@ -55,6 +55,44 @@ public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStr
     /// How many statements each connection keeps prepared (least recently used ones
     /// are deallocated beyond it). 0 disables preparing. Default 256.
     public var statementCacheCapacity: Int = 256
+    /// How long a caller that runs the only statement in flight in the process waits
+    /// for its reply on its own thread (sleeping in `ppoll` on the connection's socket)
+    /// before it suspends and lets the event loop resume it. Default 250 µs; zero turns
+    /// it off.
+    ///
+    /// Waiting on its own thread saves the thread hop from the loop to the task (15-20
+    /// µs on a small VM, a large part of a primary-key lookup). It holds one thread of
+    /// Swift's cooperative pool for at most this long, and only while no other statement
+    /// is in flight in the process. It backs off: a connection whose replies keep
+    /// missing it stops polling for up to 64 statements; a thread that has run polled
+    /// statements for 1 ms without suspending suspends once, so that the other tasks
+    /// queued for it run; and when a suspended caller waited more than 1 ms for a
+    /// thread once its reply was in (the pool has other work queued), nobody polls for
+    /// the next 10 ms.
+    public var replyPollTimeout: Duration = .microseconds(250)
+
+    /// Asked for the user and password at every new connection, before libpq connects
+    /// (when set, it overrides ``password``, and ``user`` if it returns one).
+    ///
+    /// For credentials that expire: an RDS or Aurora IAM authentication token (valid 15
+    /// minutes, so a token is made for each connection), or database credentials that
+    /// a secrets manager rotates. An error it throws fails the connection attempt with
+    /// a ``PGError/Kind/authentication`` error that carries it as ``PGError/underlying``.
+    ///
+    /// An RDS IAM token generator plugs in as the provider; use TLS, since the token is
+    /// sent as the password:
+    ///
+    /// ```swift
+    /// var config = try PGConfiguration(url: "postgres://app@mydb.abc123.eu-west-1.rds.amazonaws.com:5432/app?sslmode=verify-full&sslrootcert=/etc/ssl/rds-global-bundle.pem")
+    /// config.credentialsProvider = { request in
+    ///     // A SigV4-presigned "connect" action of service "rds-db" for this host, port
+    ///     // and user, made with the current AWS credentials.
+    ///     let token = try await tokenGenerator.authenticationToken(
+    ///         host: request.host ?? "", port: request.port ?? 5432, user: request.user ?? "")
+    ///     return PGCredentials(password: token)
+    /// }
+    /// ```
+    public var credentialsProvider: (@Sendable (PGCredentialsRequest) async throws -> PGCredentials)?
 
     /// A configuration for a TCP server.
     public init(
@@ -69,185 +107,130 @@ public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStr
         self.sslMode = sslMode
     }
 
-    // MARK: URL
+    // MARK: Parsing (libpq's own parser)
 
     /// Parses a `postgres://` or `postgresql://` URL:
     /// `postgres://user:password@host:port/database?sslmode=require&application_name=app&connect_timeout=5`.
     ///
-    /// User, password, host and database are percent-decoded; an IPv6 address goes in
-    /// brackets; a Unix socket directory can be given percent-encoded as the host or as
-    /// a `host` query parameter. Other query parameters must be libpq connection
-    /// keywords and are passed on.
+    /// libpq parses it (`PQconninfoParse`), so every form libpq accepts works: percent-
+    /// encoded user, password, host and database, IPv6 addresses in brackets, a Unix
+    /// socket directory as the percent-encoded host or a `host` query parameter, several
+    /// hosts (`postgres://h1:5432,h2:5433/db`), and any libpq connection keyword as a
+    /// query parameter.
     ///
-    /// - Throws: a ``PGError/Kind/configuration`` error that says what is wrong
-    ///   (never quoting the password).
+    /// - Throws: a ``PGError/Kind/configuration`` error that says what is wrong, never
+    ///   quoting the password (nor any fragment of the URL that could hold it).
     public init(url: String) throws {
-        func fail(_ message: String) -> PGError {
-            PGError(.configuration, "invalid PostgreSQL URL: \(message)")
-        }
-        var rest: Substring
         let lower = url.lowercased()
-        if lower.hasPrefix("postgres://") {
-            rest = url.dropFirst("postgres://".count)
-        } else if lower.hasPrefix("postgresql://") {
-            rest = url.dropFirst("postgresql://".count)
-        } else {
-            throw fail("it must start with postgres:// or postgresql://")
+        guard lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://") else {
+            throw PGError(.configuration, "invalid PostgreSQL URL: it must start with postgres:// or postgresql://")
         }
-        self.init()
-
-        var query: Substring = ""
-        if let q = rest.firstIndex(of: "?") {
-            query = rest[rest.index(after: q)...]
-            rest = rest[..<q]
-        }
-        var path: Substring?
-        let authority: Substring
-        if let slash = rest.firstIndex(of: "/") {
-            authority = rest[..<slash]
-            path = rest[rest.index(after: slash)...]
-        } else {
-            authority = rest
-        }
-        var hostPart = authority
-        if let at = authority.lastIndex(of: "@") {
-            let userInfo = authority[..<at]
-            hostPart = authority[authority.index(after: at)...]
-            if let colon = userInfo.firstIndex(of: ":") {
-                user = try Self.percentDecode(userInfo[..<colon], what: "user name")
-                password = try Self.percentDecode(userInfo[userInfo.index(after: colon)...], what: "password")
-            } else {
-                user = try Self.percentDecode(userInfo, what: "user name")
-            }
-            if user == "" { user = nil }
-        }
-        if hostPart.contains(",") {
-            throw fail("several hosts are not supported in a URL; use init(keywords:) with host=a,b")
-        }
-        var portText: Substring?
-        if hostPart.hasPrefix("[") {
-            guard let close = hostPart.firstIndex(of: "]") else { throw fail("unterminated [ in IPv6 host") }
-            host = String(hostPart[hostPart.index(after: hostPart.startIndex)..<close])
-            let after = hostPart[hostPart.index(after: close)...]
-            if after.hasPrefix(":") {
-                portText = after.dropFirst()
-            } else if !after.isEmpty {
-                throw fail("unexpected text after the IPv6 host")
-            }
-        } else if let colon = hostPart.lastIndex(of: ":") {
-            host = try Self.percentDecode(hostPart[..<colon], what: "host")
-            portText = hostPart[hostPart.index(after: colon)...]
-        } else {
-            host = try Self.percentDecode(hostPart, what: "host")
-        }
-        if host == "" { host = nil }
-        if let portText {
-            guard let p = Int(portText), (1...65535).contains(p) else {
-                throw fail("invalid port \"\(portText)\" (expected 1-65535)")
-            }
-            port = p
-        }
-        if let path, !path.isEmpty {
-            database = try Self.percentDecode(path, what: "database name")
-        }
-        if !query.isEmpty {
-            for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
-                guard let eq = pair.firstIndex(of: "=") else {
-                    throw fail("query parameter \"\(pair)\" has no value")
-                }
-                let key = try Self.percentDecode(pair[..<eq], what: "query parameter name")
-                let value = try Self.percentDecode(pair[pair.index(after: eq)...], what: "value of \(key)")
-                try apply(keyword: key, value: value, source: "URL")
-            }
-        }
+        try self.init(conninfo: url, source: "URL")
     }
-
-    // MARK: Keywords
 
     /// Parses a libpq keyword string: `host=localhost port=5432 user=app password='a b'`.
     ///
-    /// Values may be single-quoted (with `\'` and `\\` escapes). Keywords must be libpq's.
+    /// libpq parses it (`PQconninfoParse`): values may be single-quoted (with `\'` and
+    /// `\\` escapes), and keywords must be libpq's.
     ///
     /// - Throws: a ``PGError/Kind/configuration`` error (never quoting a password).
     public init(keywords: String) throws {
+        let trimmed = keywords.drop { $0.isWhitespace }.lowercased()
+        if trimmed.hasPrefix("postgres://") || trimmed.hasPrefix("postgresql://") {
+            throw PGError(.configuration, "invalid PostgreSQL keyword string: it is a URL; use init(url:)")
+        }
+        try self.init(conninfo: keywords, source: "keyword string")
+    }
+
+    private init(conninfo: String, source: String) throws {
         self.init()
-        let chars = Array(keywords.unicodeScalars)
-        var i = 0
-        func skipSpaces() { while i < chars.count && chars[i].properties.isWhitespace { i += 1 } }
-        while true {
-            skipSpaces()
-            if i >= chars.count { break }
-            var key = ""
-            while i < chars.count && chars[i] != "=" && !chars[i].properties.isWhitespace {
-                key.unicodeScalars.append(chars[i])
-                i += 1
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &errorMessage) else {
+            var message = "out of memory"
+            if let errorMessage {
+                message = String(cString: errorMessage).trimmingCharacters(in: .whitespacesAndNewlines)
+                PQfreemem(errorMessage)
             }
-            skipSpaces()
-            guard i < chars.count && chars[i] == "=" else {
-                throw PGError(.configuration, "invalid PostgreSQL keyword string: missing \"=\" after keyword \"\(key.lowercased() == "password" ? "password" : key)\"")
+            throw PGError(.configuration, "invalid PostgreSQL \(source): \(Self.explaining(message))")
+        }
+        defer { PQconninfoFree(options) }
+        var cursor = options
+        while let keyword = cursor.pointee.keyword {
+            if let value = cursor.pointee.val {
+                try apply(keyword: String(cString: keyword), value: String(cString: value), source: source)
             }
-            i += 1
-            skipSpaces()
-            var value = ""
-            if i < chars.count && chars[i] == "'" {
-                i += 1
-                var closed = false
-                while i < chars.count {
-                    let c = chars[i]
-                    if c == "\\" && i + 1 < chars.count {
-                        value.unicodeScalars.append(chars[i + 1])
-                        i += 2
-                        continue
-                    }
-                    if c == "'" { closed = true; i += 1; break }
-                    value.unicodeScalars.append(c)
-                    i += 1
-                }
-                guard closed else {
-                    throw PGError(.configuration, "invalid PostgreSQL keyword string: unterminated quoted value for \"\(key)\"")
-                }
-            } else {
-                while i < chars.count && !chars[i].properties.isWhitespace {
-                    if chars[i] == "\\" && i + 1 < chars.count {
-                        value.unicodeScalars.append(chars[i + 1])
-                        i += 2
-                        continue
-                    }
-                    value.unicodeScalars.append(chars[i])
-                    i += 1
-                }
-            }
-            try apply(keyword: key, value: value, source: "keyword string")
+            cursor += 1
         }
     }
 
+    /// libpq's parse error, safe to show: an unknown keyword is named, anything else
+    /// libpq quotes is not (it may be part of the password).
+    static func explaining(_ message: String) -> String {
+        for prefix in ["invalid URI query parameter: \"", "invalid connection option \""] where message.hasPrefix(prefix) {
+            // A keyword position: the text is a parameter's name, never its value.
+            let name = message.dropFirst(prefix.count).prefix { $0 != "\"" }
+            return "unknown connection parameter \"\(name)\" (libpq's keywords are listed in its documentation, \"Parameter Key Words\")"
+        }
+        return redactingQuotedFragments(message)
+    }
+
+    /// libpq's parse errors quote the text they could not parse, which may be (part of)
+    /// the password: keep a quoted fragment only when it is a connection keyword.
+    static func redactingQuotedFragments(_ message: String) -> String {
+        var out = ""
+        var rest = Substring(message)
+        while let open = rest.firstIndex(of: "\"") {
+            out += rest[...open]
+            rest = rest[rest.index(after: open)...]
+            guard let close = rest.firstIndex(of: "\"") else {
+                out += "..."
+                return out
+            }
+            let fragment = String(rest[..<close])
+            out += libpqKeywords.contains(fragment) || fragment.count <= 1 ? fragment : "..."
+            out += "\""
+            rest = rest[rest.index(after: close)...]
+        }
+        return out + rest
+    }
+
     private mutating func apply(keyword: String, value: String, source: String) throws {
+        func invalid(_ what: String) -> PGError {
+            PGError(.configuration, "invalid PostgreSQL \(source): \(what)")
+        }
         switch keyword {
         case "host":
             host = value.isEmpty ? nil : value
         case "port":
-            guard let p = Int(value), (1...65535).contains(p) else {
-                throw PGError(.configuration, "invalid PostgreSQL \(source): invalid port \"\(value)\" (expected 1-65535)")
+            if value.contains(",") {
+                // One port per host (`postgres://h1:5432,h2:5433/db`): handed to libpq as is.
+                for part in value.split(separator: ",", omittingEmptySubsequences: false) where !part.isEmpty {
+                    guard let p = Int(part), (1...65535).contains(p) else {
+                        throw invalid("invalid port \"\(part)\" (expected 1-65535)")
+                    }
+                }
+                additionalKeywords.append(("port", value))
+            } else if !value.isEmpty {
+                guard let p = Int(value), (1...65535).contains(p) else {
+                    throw invalid("invalid port \"\(value)\" (expected 1-65535)")
+                }
+                port = p
             }
-            port = p
         case "user": user = value.isEmpty ? nil : value
         case "password": password = value
         case "dbname": database = value.isEmpty ? nil : value
         case "sslmode":
             guard let mode = SSLMode(rawValue: value) else {
-                throw PGError(.configuration, "invalid PostgreSQL \(source): invalid sslmode \"\(value)\" (expected one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw invalid("invalid sslmode \"\(value)\" (expected one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             sslMode = mode
         case "application_name": applicationName = value
         case "connect_timeout":
             guard let seconds = Int(value.trimmingCharacters(in: .whitespaces)) else {
-                throw PGError(.configuration, "invalid PostgreSQL \(source): invalid connect_timeout \"\(value)\" (expected whole seconds)")
+                throw invalid("invalid connect_timeout \"\(value)\" (expected whole seconds)")
             }
             connectTimeout = seconds > 0 ? .seconds(seconds) : nil
         default:
-            guard Self.libpqKeywords.contains(keyword) else {
-                throw PGError(.configuration, "invalid PostgreSQL \(source): unknown connection parameter \"\(keyword)\"")
-            }
             additionalKeywords.append((keyword, value))
         }
     }
@@ -264,14 +247,6 @@ public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStr
         }
         return names
     }()
-
-    static func percentDecode(_ text: Substring, what: String) throws -> String {
-        guard text.contains("%") else { return String(text) }
-        guard let decoded = String(text).removingPercentEncoding else {
-            throw PGError(.configuration, "invalid PostgreSQL URL: bad percent-encoding in the \(what)")
-        }
-        return decoded
-    }
 
     // MARK: Output
 
@@ -336,9 +311,10 @@ public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStr
         return text
     }
 
-    /// Same as ``description``: no password.
+    /// Same as ``description``, with the pool's settings: no password.
     public var debugDescription: String {
-        "PGConfiguration(\(description), pool: \(minConnections)...\(maxConnections), acquireTimeout: \(acquireTimeout))"
+        let credentials = credentialsProvider == nil ? "" : ", credentials: from a provider"
+        return "PGConfiguration(\(description), pool: \(minConnections)...\(maxConnections), acquireTimeout: \(acquireTimeout)\(credentials))"
     }
 
     /// True when connecting involves resolving a host name (which libpq does

@@ -70,6 +70,45 @@ struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
         try decodeColumn(type, at: try column(key))
     }
 
+    // The types a synthesized `init(from:)` asks for by name: decoded directly, with no
+    // dynamic cast on the way.
+    func decode(_ type: String.Type, forKey key: Key) throws -> String { try decodeDirect(String.self, at: try column(key)) }
+    func decode(_ type: Int64.Type, forKey key: Key) throws -> Int64 { try decodeDirect(Int64.self, at: try column(key)) }
+    func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try decodeDirect(Int.self, at: try column(key)) }
+    func decode(_ type: Int32.Type, forKey key: Key) throws -> Int32 { try decodeDirect(Int32.self, at: try column(key)) }
+    func decode(_ type: Int16.Type, forKey key: Key) throws -> Int16 { try decodeDirect(Int16.self, at: try column(key)) }
+    func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try decodeDirect(Bool.self, at: try column(key)) }
+    func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try decodeDirect(Double.self, at: try column(key)) }
+    func decode(_ type: Float.Type, forKey key: Key) throws -> Float { try decodeDirect(Float.self, at: try column(key)) }
+
+    func decodeIfPresent(_ type: String.Type, forKey key: Key) throws -> String? { try decodeDirect(String?.self, at: try column(key)) }
+    func decodeIfPresent(_ type: Int64.Type, forKey key: Key) throws -> Int64? { try decodeDirect(Int64?.self, at: try column(key)) }
+    func decodeIfPresent(_ type: Int.Type, forKey key: Key) throws -> Int? { try decodeDirect(Int?.self, at: try column(key)) }
+    func decodeIfPresent(_ type: Bool.Type, forKey key: Key) throws -> Bool? { try decodeDirect(Bool?.self, at: try column(key)) }
+    func decodeIfPresent(_ type: Double.Type, forKey key: Key) throws -> Double? { try decodeDirect(Double?.self, at: try column(key)) }
+
+    /// Decodes a column of a ``PGDecodable`` type known at compile time.
+    func decodeDirect<T: PGDecodable>(_ type: T.Type, at i: Int) throws -> T {
+        do {
+            return try T.decode(from: row.result.value(row: row.index, column: i))
+        } catch {
+            throw columnError(error, column: i)
+        }
+    }
+
+    func columnError(_ error: any Error, column i: Int) -> PGError {
+        let name = row.result.columnName(i)
+        switch error {
+        case var e as PGError:
+            if e.column == nil { e.column = name }
+            return e
+        case let e as PGDecodingFailure:
+            return PGError(.decoding, e.reason, column: name, underlying: e)
+        default:
+            return PGError(.decoding, "\(error)", column: name, underlying: error)
+        }
+    }
+
     func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
         let i = try column(key)
         if row.result.value(row: row.index, column: i).isNull { return nil }
@@ -97,8 +136,14 @@ struct RowContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
 /// Decodes one column as `T`: directly for ``PGDecodable`` types, as JSON for a
 /// json/jsonb column, else through a single-value decoder (RawRepresentable enums...).
 func decodeValue<T: Decodable>(_ type: T.Type, row: PGRow, column i: Int, codingPath: [any CodingKey]) throws -> T {
-    let name = row.result.columnName(i)
     do {
+        // Common types without a dynamic cast (a conformance lookup at run time).
+        if T.self == Date.self {
+            return unsafeBitCast(try Date.decode(from: row.result.value(row: row.index, column: i)), to: T.self)
+        }
+        if T.self == UUID.self {
+            return unsafeBitCast(try UUID.decode(from: row.result.value(row: row.index, column: i)), to: T.self)
+        }
         if let direct = T.self as? any PGDecodable.Type {
             let value = row.result.value(row: row.index, column: i)
             guard let decoded = try direct.decode(from: value) as? T else {
@@ -113,12 +158,12 @@ func decodeValue<T: Decodable>(_ type: T.Type, row: PGRow, column i: Int, coding
         return try T(from: ColumnDecoder(row: row, column: i, codingPath: codingPath))
     } catch let error as PGError {
         var e = error
-        if e.column == nil { e.column = name }
+        if e.column == nil { e.column = row.result.columnName(i) }
         throw e
     } catch let error as PGDecodingFailure {
-        throw PGError(.decoding, error.reason, column: name, underlying: error)
+        throw PGError(.decoding, error.reason, column: row.result.columnName(i), underlying: error)
     } catch {
-        throw PGError(.decoding, "\(error)", column: name, underlying: error)
+        throw PGError(.decoding, "\(error)", column: row.result.columnName(i), underlying: error)
     }
 }
 

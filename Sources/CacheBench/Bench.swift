@@ -126,6 +126,7 @@ struct Bench: Sendable {
             label: "pg_select")
         results.append(("pg_select_raw", pgPair.raw))
         results.append(("pg_select", pgPair.ours))
+        results += try await PostgresRows.run(settings: settings)
 
         // Cache hit: the same row, warm.
         progress("cache_hit ...")

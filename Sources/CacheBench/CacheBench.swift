@@ -18,10 +18,13 @@ struct CacheBench: AsyncParsableCommand {
             hiredis redisCommandArgv), redis_get (our client), pg_select_raw (synchronous libpq \
             PQexecPrepared by primary key), pg_select (our client), cache_hit, cache_miss (entry \
             deleted before each find), and with --concurrency tasks redis_get_concurrent and \
-            cache_hit_concurrent; decode_entry (the entry codec alone; decode_entry_foundation with \
-            JSONDecoder), lease_fill and lease_wait_cross_process (a reader in a second runtime waits for \
-            the first one's fill); when redis-benchmark and pgbench are on PATH, also \
-            redis_benchmark_get_c50 and pgbench_select_c1 against the same servers. Then the \
+            cache_hit_concurrent, pg_select_concurrent (16 tasks, default pool); decode_entry (the entry \
+            codec alone; decode_entry_foundation with JSONDecoder), lease_fill and \
+            lease_wait_cross_process (a reader in a second runtime waits for the first one's fill); when \
+            redis-benchmark and pgbench are on PATH, also redis_benchmark_get_c50, \
+            pgbench_select_c1 and pgbench_select_c8 against the same servers, and when \
+            Benchmarks/PostgresNIOBench is built (`make bench` builds it), the same SELECT on \
+            PostgresNIO (pg_select_postgresnio, pg_select_concurrent_postgresnio). Then the \
             ratios the project targets. Use a release build (`make bench`).
             """)
 
@@ -49,7 +52,7 @@ struct CacheBench: AsyncParsableCommand {
     @Option(help: "Write the results as JSON to this file.")
     var json: String?
 
-    @Flag(help: "Skip redis-benchmark and pgbench even if they are on PATH.")
+    @Flag(help: "Skip redis-benchmark, pgbench and the PostgresNIO benchmark even if they are available.")
     var noExternal = false
 
     func validate() throws {

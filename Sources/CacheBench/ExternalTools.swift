@@ -47,10 +47,10 @@ enum ExternalTools {
         return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
     }
 
-    /// `pgbench -c 1 -M prepared` running the same primary-key SELECT.
-    static func pgbench(url: String, table: String, rows: Int, seconds: Double) async throws -> Result? {
+    /// `pgbench -c CLIENTS -j THREADS -M prepared` running the same primary-key SELECT.
+    static func pgbench(url: String, table: String, rows: Int, seconds: Double, clients: Int = 1, threads: Int = 1) async throws -> Result? {
         guard let tool = which("pgbench") else {
-            progress("pgbench not on PATH: skipping pgbench_select_c1")
+            progress("pgbench not on PATH: skipping pgbench_select_c\(clients)")
             return nil
         }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cache-bench-\(UUID().uuidString)")
@@ -63,10 +63,10 @@ enum ExternalTools {
 
             """.utf8).write(to: script)
         let duration = max(1, Int(seconds.rounded(.up)))
-        progress("pgbench -c 1 -M prepared -T \(duration) ...")
+        progress("pgbench -c \(clients) -j \(threads) -M prepared -T \(duration) ...")
         let prefix = directory.appendingPathComponent("pgbench").path
         let output = try await run(tool, [
-            "-n", "-c", "1", "-T", String(duration), "-M", "prepared", "-f", script.path,
+            "-n", "-c", String(clients), "-j", String(threads), "-T", String(duration), "-M", "prepared", "-f", script.path,
             "-l", "--log-prefix=\(prefix)", url,
         ])
         var latencies = Latencies()

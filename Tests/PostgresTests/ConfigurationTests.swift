@@ -39,15 +39,50 @@ import Testing
         ("postgres://u:p@h/db?sslmode=sometimes", "invalid sslmode"),
         ("postgres://u:p@h/db?bogus_option=1", "unknown connection parameter \"bogus_option\""),
         ("postgres://u:p@h/db?connect_timeout=soon", "connect_timeout"),
-        ("postgres://u:p@h/db%zz", "percent-encoding"),
+        ("postgres://u:p@h/db%zz", "invalid percent-encoded token"),
         ("postgres://u:p@[::1/db", "IPv6"),
-        ("postgres://u:p@h1,h2/db", "several hosts"),
+        ("host=h password=x", "postgres://"),
     ])
     func rejectsBadURLsClearly(url: String, expected: String) throws {
         let error = try #require(throws: PGError.self) { try PGConfiguration(url: url) }
         #expect(error.kind == .configuration)
         #expect(error.message.contains(expected), "\(error.message)")
         #expect(!error.description.contains(":p@"))
+    }
+
+    /// libpq's parser quotes what it could not parse, which can be the password: our
+    /// errors never show it.
+    @Test(arguments: [
+        "postgres://u:s3cr%zzet@h/db",
+        "postgres://u:s3cr%00et@h/db",
+        "postgres://u:s3cr3t@[::1/db",
+        "postgres://u:s3cr3t@h/db?s3cr3t",
+    ])
+    func urlErrorsNeverQuoteThePassword(url: String) throws {
+        let error = try #require(throws: PGError.self) { try PGConfiguration(url: url) }
+        #expect(error.kind == .configuration)
+        #expect(!error.description.contains("s3cr"), "\(error.description)")
+        #expect(!String(reflecting: error).contains("s3cr"))
+    }
+
+    @Test(arguments: ["host=h s3cr3t", "host=h password='s3cr3t"])
+    func keywordErrorsNeverQuoteThePassword(keywords: String) throws {
+        let error = try #require(throws: PGError.self) { try PGConfiguration(keywords: keywords) }
+        #expect(error.kind == .configuration)
+        #expect(!error.description.contains("s3cr"), "\(error.description)")
+    }
+
+    @Test func libpqParsesSeveralHostsAndSocketDirectories() throws {
+        let c = try PGConfiguration(url: "postgres://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write")
+        #expect(c.host == "h1,h2")
+        #expect(c.port == nil)
+        #expect(c.additionalKeywords.contains { $0.key == "port" && $0.value == "5432,5433" })
+        #expect(c.additionalKeywords.contains { $0.key == "target_session_attrs" && $0.value == "read-write" })
+        let socket = try PGConfiguration(url: "postgres:///db?host=/var/run/postgresql&port=5433")
+        #expect(socket.host == "/var/run/postgresql" && socket.port == 5433 && socket.database == "db")
+        let keywords = try PGConfiguration(keywords: "host=h1,h2 port=5432 dbname=app sslrootcert=/etc/ca.pem")
+        #expect(keywords.host == "h1,h2" && keywords.port == 5432)
+        #expect(keywords.additionalKeywords.contains { $0.key == "sslrootcert" && $0.value == "/etc/ca.pem" })
     }
 
     @Test func neverShowsThePassword() throws {

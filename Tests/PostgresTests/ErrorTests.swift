@@ -46,6 +46,15 @@ import Testing
             #expect(error.constraint == "\(table)_email_key")
             #expect(error.table == table)
             #expect(error.detail?.contains("a@example.com") == true)
+            // The description is for logs: no row value (the DETAIL quotes the key),
+            // but the SQLSTATE, the server's message and the constraint. The debug
+            // description has everything.
+            #expect(!error.description.contains("a@example.com"), "\(error)")
+            #expect(!"\(error)".contains("a@example.com"))
+            #expect(error.description.contains("23505"))
+            #expect(error.description.contains("duplicate key value violates unique constraint"))
+            #expect(error.description.contains("\(table)_email_key"))
+            #expect(String(reflecting: error).contains("a@example.com"))
             try await client.execute("DROP TABLE \(table)")
         }
     }
@@ -78,5 +87,34 @@ import Testing
         }
         #expect(error.kind == .connection)
         #expect(!error.description.contains(try PG.password()))
+    }
+
+    @Test func dataExceptionsDoNotPrintTheValueTheyQuote() async throws {
+        try await PG.withClient { client in
+            let secret = "not-a-number-\(UUID().uuidString.prefix(6))"
+            let error = try await #require(throws: PGError.self) {
+                _ = try await client.query("SELECT $1::text::int4 AS n", [secret])
+            }
+            #expect(error.kind == .query)
+            #expect(error.sqlState == "22P02")
+            #expect(error.description.contains("invalid input syntax for type integer"))
+            #expect(!error.description.contains(secret), "\(error)")
+            #expect(String(reflecting: error).contains(secret))
+        }
+    }
+
+    @Test func parametersNeverAppearInErrors() async throws {
+        try await PG.withClient { client in
+            let table = TestEnvironment.uniqueName("chk")
+            try await client.execute("CREATE TABLE \(table) (id int8 PRIMARY KEY, email text NOT NULL CHECK (email LIKE '%@%'))")
+            let secret = "row-value-\(UUID().uuidString.prefix(6))"
+            let error = try await #require(throws: PGError.self) {
+                try await client.execute("INSERT INTO \(table) (id, email) VALUES ($1, $2)", [Int64(7), secret])
+            }
+            #expect(error.sqlState == "23514")
+            #expect(!error.description.contains(secret), "\(error)")
+            #expect(error.description.contains("INSERT INTO \(table)"))
+            try await client.execute("DROP TABLE \(table)")
+        }
     }
 }

@@ -59,6 +59,23 @@ import Testing
             #expect(error.message.contains("waiting for a connection"))
             // It gave up at its own timeout, long before the connection came free.
             #expect(waited >= .milliseconds(250) && waited < .seconds(30))
+            // Waiters that queue one after another each time out at their own deadline
+            // (one timer serves them all, re-armed for the next).
+            let waiters = (0..<3).map { _ in Task { () -> (PGError.Kind?, Duration) in
+                let start = ContinuousClock.now
+                do {
+                    _ = try await client.query("SELECT 1")
+                    return (nil, ContinuousClock.now - start)
+                } catch let error as PGError {
+                    return (error.kind, ContinuousClock.now - start)
+                }
+            } }
+            for waiter in waiters {
+                let (kind, waited) = try await waiter.value
+                #expect(kind == .timeout)
+                #expect(waited >= .milliseconds(250) && waited < .seconds(30))
+            }
+            #expect(client.statistics.waiting == 0)
             holding.cancel()  // cancels the pg_sleep on the server
             _ = await holding.result
             #expect(try await client.query("SELECT 2 AS two")[0].decode(Int.self, at: 0) == 2)
