@@ -87,6 +87,12 @@ public final class IOLoop: @unchecked Sendable {
         var tasks = Deque<@Sendable () -> Void>()
         var notified = false
         var registrations: [UInt64: Registered] = [:]
+        /// Which registration a descriptor number belongs to now. A descriptor can be
+        /// closed behind the loop's back (libpq closes its socket when it finds the
+        /// connection lost) and its number reused by a new connection at once: only the
+        /// current owner may change or remove the poller's entry for that number, or a
+        /// stale registration would silently stop a new connection's readiness reports.
+        var fdOwners: [Int32: UInt64] = [:]
         var timerHeap = BinaryHeap<TimerEntry>()
         var timerBodies: [UInt64: @Sendable () -> Void] = [:]
         var nextID: UInt64 = 1
@@ -202,17 +208,23 @@ public final class IOLoop: @unchecked Sendable {
         fd: Int32, interest: IOEvents, handler: any IOHandler
     ) throws(IOError) -> IORegistration {
         guard let poller else { throw startError ?? IOError(operation: "register", code: EBADF) }
-        let id: UInt64 = state.withLock { s in
+        // The poller is changed under the lock, so that changes for one descriptor
+        // number are applied in the order their owners were decided.
+        let id: UInt64 = try state.withLock { (s: inout LoopState) throws(IOError) -> UInt64 in
             let id = s.nextID
             s.nextID += 1
+            let previousOwner = s.fdOwners[fd]
+            do throws(IOError) {
+                try poller.add(fd: fd, id: id, interest: interest)
+            } catch {
+                // The number may still have a poller entry (its old owner's descriptor
+                // was closed while a copy of it lives on elsewhere): take it over.
+                guard error.code == EEXIST && previousOwner != nil else { throw error }
+                try poller.modify(fd: fd, id: id, interest: interest)
+            }
             s.registrations[id] = Registered(fd: fd, handler: handler, interest: interest)
+            s.fdOwners[fd] = id
             return id
-        }
-        do {
-            try poller.add(fd: fd, id: id, interest: interest)
-        } catch {
-            state.withLock { s in _ = s.registrations.removeValue(forKey: id) }
-            throw error
         }
         if poller.needsWakeOnChange && !inLoop { poller.wake() }
         return IORegistration(loop: self, id: id, fd: fd)
@@ -220,26 +232,29 @@ public final class IOLoop: @unchecked Sendable {
 
     func setInterest(id: UInt64, fd: Int32, interest: IOEvents) throws(IOError) {
         guard let poller else { return }
-        let changed: Bool = state.withLock { s in
+        let changed: Bool = try state.withLock { (s: inout LoopState) throws(IOError) -> Bool in
             guard var r = s.registrations[id], r.interest != interest else { return false }
             r.interest = interest
             s.registrations[id] = r
+            // A registration whose number now belongs to another leaves the poller alone.
+            guard s.fdOwners[fd] == id else { return false }
+            try poller.modify(fd: fd, id: id, interest: interest)
             return true
         }
-        if changed {
-            try poller.modify(fd: fd, id: id, interest: interest)
-            if poller.needsWakeOnChange && !inLoop { poller.wake() }
-        }
+        if changed && poller.needsWakeOnChange && !inLoop { poller.wake() }
     }
 
     /// Removes a registration; returns whether it was still registered.
     @discardableResult
     func deregister(id: UInt64, fd: Int32) -> Bool {
-        let removed: Bool = state.withLock { s in s.registrations.removeValue(forKey: id) != nil }
-        if removed, let poller {
-            poller.remove(fd: fd)
-            if poller.needsWakeOnChange && !inLoop { poller.wake() }
+        let (removed, owned): (Bool, Bool) = state.withLock { s in
+            let removed = s.registrations.removeValue(forKey: id) != nil
+            guard s.fdOwners[fd] == id else { return (removed, false) }
+            s.fdOwners.removeValue(forKey: fd)
+            poller?.remove(fd: fd)
+            return (removed, true)
         }
+        if owned, let poller, poller.needsWakeOnChange, !inLoop { poller.wake() }
         return removed
     }
 
@@ -383,7 +398,9 @@ public final class IOLoop: @unchecked Sendable {
 
             let pollFDs: [(fd: Int32, id: UInt64, interest: IOEvents)]
             if poller.needsRegistrationSnapshot {
-                pollFDs = state.withLock { s in s.registrations.map { ($0.value.fd, $0.key, $0.value.interest) } }
+                pollFDs = state.withLock { s in
+                    s.registrations.compactMap { id, r in s.fdOwners[r.fd] == id ? (r.fd, id, r.interest) : nil }
+                }
             } else {
                 pollFDs = []
             }

@@ -271,3 +271,47 @@ private final class Gate: @unchecked Sendable {
         condition.unlock()
     }
 }
+
+/// Descriptors closed behind the loop's back (libpq closes its socket when it finds a
+/// connection lost) and their numbers reused at once by a new connection.
+@Suite(.tags(.unit))
+struct ReusedDescriptorTests {
+    final class Readiness: IOHandler, @unchecked Sendable {
+        let seen = Mutex<IOEvents>([])
+        func ioReady(_ events: IOEvents) { seen.withLock { $0.formUnion(events) } }
+    }
+
+    /// Moves a new socket pair onto the number `fd` had (as the kernel would on reuse).
+    private func reuse(_ fd: Int32) throws -> Int32 {
+        let (fresh, peer) = try socketPair()
+        try #require(dup2(fresh, fd) == fd)
+        Socket.close(fresh)
+        return peer
+    }
+
+    @Test(arguments: [IOLoop.Backend.automatic, .poll])
+    func aStaleRegistrationNeverTouchesTheNewOwnerOfItsNumber(backend: IOLoop.Backend) async throws {
+        let loop = IOLoop(name: "test-reuse", backend: backend)
+        defer { loop.shutdown() }
+        let (a, b) = try socketPair()
+        let stale = try loop.register(fd: a, interest: .readable, handler: Readiness())
+        // Closed without deregistering, and the number reused by a new socket.
+        Socket.close(b)
+        let peer = try reuse(a)
+        defer { Socket.close(a); Socket.close(peer) }
+        let fresh = Readiness()
+        let registration = try loop.register(fd: a, interest: .readable, handler: fresh)
+        // The stale registration changes its interest and goes away: the new one must
+        // keep its readiness reports.
+        try stale.setInterest([.readable, .writable])
+        stale.deregister()
+        _ = writeByte(peer)
+        // Wait for the report (a lost one used to hang here forever), up to a deadline.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !fresh.seen.withLock({ $0 }).contains(.readable) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(fresh.seen.withLock { $0 }.contains(.readable), "the new owner of the number got its readiness report")
+        registration.deregister()
+    }
+}
