@@ -112,7 +112,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
-        .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS"]),
+        .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS", "IOLoop"]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
         .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
         .testTarget(
