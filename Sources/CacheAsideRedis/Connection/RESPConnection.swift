@@ -1,0 +1,1097 @@
+import CacheAsideTLS
+import IOLoop
+import Logging
+import Synchronization
+
+/// One multiplexed connection to Redis, reopened when it breaks: the I/O shell around
+/// a ``ConnectionStateMachine``.
+///
+/// Many tasks send commands on it at once. Each request's bytes are appended to the
+/// machine's output and the request to its FIFO, atomically, under one lock; replies are
+/// matched to the FIFO in order.
+///
+/// **I/O discipline.** Every read and write of a socket (and of the TLS session over it)
+/// is done by the session's *I/O owner*, one at a time: whoever takes the session's
+/// token under the lock (the event loop when the socket is ready, a caller writing its
+/// command on an idle connection, or the loop running a requested flush) does the I/O
+/// outside the lock and gives the token back. Reads and writes of one socket therefore
+/// never overlap, which a TLS session requires. Before giving the token back, the owner
+/// writes any output that accumulated meanwhile, and if the stream holds input that
+/// needs no socket read (decrypted TLS records), it asks the loop to drain it: such
+/// input never waits for a readiness report that may not come.
+///
+/// **Flush strategy.** A command issued on an idle connection (nothing in flight, no
+/// writer) is written at once by its caller. A command issued while replies are awaited
+/// is appended to the output, and a write follows after the awaited replies are read,
+/// or from the loop soon after: the commands of many tasks share one write and one read
+/// on the server, which is where the throughput comes from.
+///
+/// **Polling for the reply.** A caller whose command went out on an idle connection,
+/// alone, polls the socket for its reply for a short while
+/// (``RESPConfiguration/replyPollingWindow``) before it suspends: a reply that comes
+/// within it reaches the caller without a thread hop or a wake-up. Only one request is in
+/// flight then, so nobody waits behind the poll; a window that passes without the
+/// reply turns polling off for a growing number of requests (a slow or distant server,
+/// a loaded machine), and a reply within the window turns it back on.
+///
+/// **Fairness.** The loop reads at most one 64 KiB buffer per readiness report; the
+/// socket stays readable (level-triggered) and the loop comes back after a turn of the
+/// other connections.
+///
+/// Timeouts: one timer per connection ticks while requests are in flight, never one per
+/// request.
+final class RESPConnection: Sendable {
+    typealias Machine = ConnectionStateMachine<ContinuousClock.Instant, Waiter>
+
+    /// What a connection is for.
+    enum Role: Sendable {
+        /// Ordinary request/response commands.
+        case commands
+        /// A dedicated pub/sub connection: (re)subscribes on every connect and hands every
+        /// message to `sink`, on the thread that read it.
+        case subscriber(channels: [String], patterns: [String], sink: @Sendable (RESPPubSubMessage) -> Void)
+    }
+
+    /// Whom a request's reply goes to.
+    enum Waiter: Sendable {
+        /// A suspended task.
+        case continuation(UnsafeContinuation<RESPReply, any Error>)
+        /// A caller polling the socket for request `id`: its result goes to the mailbox.
+        case polling(UInt64)
+    }
+
+    struct Shared: Sendable {
+        var machine: Machine
+        var session: Session?
+        /// The result of the polling caller's request, when someone else read it.
+        var mailbox: (id: UInt64, result: Result<RESPReply, any Error>)?
+        var timerArmed = false
+        var idleTicks = 0
+        var closeWaiters: [CheckedContinuation<Void, Never>] = []
+        var socketClosedForGood = false
+        /// Connect attempts and credential fetches, for ``close()`` to wait for.
+        var tasks: [UInt64: Task<Void, Never>] = [:]
+        var finishedTasks: Set<UInt64> = []
+        var nextTaskID: UInt64 = 0
+        /// Polling is off for this many more requests (after a window passed without
+        /// the reply).
+        var pollingSkips = 0
+        var pollingPenalty = 0
+    }
+
+    let configuration: RESPConfiguration
+    let loop: IOLoop
+    let logger: Logger
+    let role: Role
+    let tls: TLSClientContext?
+    let endpoint: String
+    private let shared: Mutex<Shared>
+    private let nextID = Atomic<UInt64>(1)
+    private let tickInterval: Duration
+    private let idleTickLimit: Int
+    private let pollingWindow: Duration
+    /// False while the connection waits to reconnect (or is closed): a client prefers
+    /// another connection then. Read without the lock, as a hint.
+    let available = Atomic<Bool>(true)
+
+    init(configuration: RESPConfiguration, tls: TLSClientContext?, role: Role = .commands, loop: IOLoop, logger: Logger) {
+        self.configuration = configuration
+        self.tls = tls
+        self.role = role
+        self.loop = loop
+        self.logger = logger
+        self.endpoint = configuration.endpoint.description
+        let machineRole: Machine.Role
+        switch role {
+        case .commands: machineRole = .commands
+        case .subscriber(let channels, let patterns, _): machineRole = .subscriber(channels: channels, patterns: patterns)
+        }
+        let machineConfiguration = Machine.Configuration(
+            endpoint: configuration.endpoint.description,
+            commandTimeout: configuration.commandTimeout,
+            connectTimeout: configuration.connectTimeout,
+            reconnectBackoffMinimum: configuration.reconnectBackoffMinimum,
+            reconnectBackoffMaximum: configuration.reconnectBackoffMaximum,
+            database: configuration.database,
+            role: machineRole,
+            reauthenticationInterval: configuration.credentialsProvider == nil ? nil : configuration.reauthenticationInterval)
+        self.shared = Mutex(Shared(machine: Machine(configuration: machineConfiguration)))
+        let tick = min(max(configuration.commandTimeout / 20, .milliseconds(2)), .milliseconds(25))
+        self.tickInterval = tick
+        self.idleTickLimit = max(Int(Duration.seconds(1) / tick), 4)
+        self.pollingWindow = configuration.replyPollingWindow
+    }
+
+    // MARK: - Requests
+
+    /// Sends one command (`replies` 1) or a pipeline (`pipeline`, `replies` replies,
+    /// gathered into one array reply) and waits for the reply. Error replies come back as
+    /// `.error` values; connection failures, timeouts and cancellation are thrown.
+    func send(replies: Int = 1, pipeline: Bool = false, encode: (inout RESPCommandEncoder) -> Void) async throws -> RESPReply {
+        try Task.checkCancellation()
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let now = ContinuousClock.now
+
+        // The fast path: an open, idle connection whose socket nobody is using. The
+        // caller writes its command and polls for the reply, without suspending.
+        let mayPoll = pollingWindow > .zero && !loop.inLoop
+        var fast: (session: Session, bytes: [UInt8])?
+        var armTimer = false
+        let refused: RESPError? = shared.withLock { s in
+            // The mailbox must be free: a caller that stopped polling may not have
+            // collected its reply from it yet.
+            guard mayPoll, s.mailbox == nil, s.machine.phase == .open, s.machine.handshakeDone, s.machine.inFlight.isEmpty,
+                !s.machine.writeScheduled, let session = s.session, !session.ioOwned
+            else { return nil }
+            if s.pollingSkips > 0 {
+                s.pollingSkips -= 1
+                return nil
+            }
+            switch s.machine.submit(id: id, waiter: .polling(id), replies: replies, pipeline: pipeline, now: now, encode: encode) {
+            case .write:
+                session.ioOwned = true
+                guard let bytes = s.machine.takeOutput() else {
+                    session.ioOwned = false
+                    return nil
+                }
+                fast = (session, bytes)
+                if !s.timerArmed {
+                    s.timerArmed = true
+                    armTimer = true
+                }
+                s.idleTicks = 0
+                return nil
+            case .fail(let error):
+                return error
+            case .flushSoon, .none, .connect:
+                // Not possible on an idle open connection; handled like the slow path.
+                return nil
+            }
+        }
+        if let refused { throw refused }
+        if armTimer { scheduleTick() }
+        if let fast {
+            if let reply = try poll(id: id, session: fast.session, bytes: fast.bytes, since: now) { return reply }
+            return try await wait(id: id)
+        }
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
+                submitAndSuspend(id: id, continuation: continuation, replies: replies, pipeline: pipeline, now: now, encode: encode)
+            }
+        } onCancel: {
+            self.cancel(id: id)
+        }
+    }
+
+    private func submitAndSuspend(
+        id: UInt64, continuation: UnsafeContinuation<RESPReply, any Error>, replies: Int, pipeline: Bool,
+        now: ContinuousClock.Instant, encode: (inout RESPCommandEncoder) -> Void
+    ) {
+        var armTimer = false
+        var write: Session?
+        var flush: Session?
+        let action: Machine.SubmitAction = shared.withLock { s in
+            let action = s.machine.submit(
+                id: id, waiter: .continuation(continuation), replies: replies, pipeline: pipeline, now: now, encode: encode)
+            switch action {
+            case .fail:
+                return action
+            case .write:
+                if let session = s.session, !session.ioOwned {
+                    session.ioOwned = true
+                    write = session
+                }
+            case .flushSoon:
+                flush = s.session
+            case .none, .connect:
+                break
+            }
+            if !s.timerArmed {
+                s.timerArmed = true
+                armTimer = true
+            }
+            s.idleTicks = 0
+            return action
+        }
+        switch action {
+        case .fail(let error):
+            continuation.resume(throwing: error)
+            return
+        case .connect:
+            startConnect()
+        case .write, .flushSoon, .none:
+            break
+        }
+        if armTimer { scheduleTick() }
+        if let write { runIO(write, read: false, write: true) }
+        if let flush { loop.execute { [self] in requestedFlush(flush) } }
+        if Task.isCancelled { cancel(id: id) }
+    }
+
+    /// Writes the caller's command, then polls the socket for its reply within the
+    /// polling window. Returns the reply, or `nil` when the window passed (the I/O token
+    /// is given back; the caller then waits).
+    private func poll(id: UInt64, session: Session, bytes: [UInt8], since start: ContinuousClock.Instant) throws -> RESPReply? {
+        if let failure = writeTaken(session, bytes) {
+            // The socket broke: everything on it fails, this request with it.
+            finishIO(session, failure: failure)
+            return try takeMailbox(id: id)
+        }
+        let clock = ContinuousClock()
+        let deadline = start + pollingWindow
+        var attempts = 0
+        while true {
+            attempts += 1
+            var failure: RESPError?
+            var gotBytes = false
+            switch session.stream.read(into: session.readBuffer) {
+            case .transferred(let n):
+                gotBytes = true
+                failure = session.parse(UnsafeRawBufferPointer(rebasing: session.readBuffer[..<n]))
+            case .wouldBlock:
+                break
+            case .endOfFile:
+                failure = closedError(session)
+            case .failed(let error):
+                failure = error
+            }
+            if gotBytes || failure != nil {
+                let outcome = deliver(session, failure: failure, releasing: false)
+                if let reply = try pollOutcome(id: id, outcome: outcome, session: session, start: start, clock: clock) {
+                    return reply
+                }
+                if outcome.tornDown { return try takeMailbox(id: id) }
+            }
+            if clock.now >= deadline || Task.isCancelled {
+                break
+            }
+        }
+        // The window passed: give the socket back to the loop and wait.
+        shared.withLock { s in
+            s.pollingPenalty = min(max(s.pollingPenalty * 2, 8), 4096)
+            s.pollingSkips = s.pollingPenalty
+        }
+        releaseIO(session)
+        if Task.isCancelled {
+            cancel(id: id)
+        }
+        return nil
+    }
+
+    /// After a read while polling: the reply if it came (the token is then given back).
+    private func pollOutcome(
+        id: UInt64, outcome: DeliverOutcome, session: Session, start: ContinuousClock.Instant, clock: ContinuousClock
+    ) throws -> RESPReply? {
+        let result: Result<RESPReply, any Error>? = shared.withLock { s in
+            guard let mailbox = s.mailbox, mailbox.id == id else { return nil }
+            s.mailbox = nil
+            s.pollingPenalty = 0
+            s.pollingSkips = 0
+            return mailbox.result
+        }
+        outcome.resume()
+        guard let result else { return nil }
+        if !outcome.tornDown { releaseIO(session) }
+        return try result.get()
+    }
+
+    private func takeMailbox(id: UInt64) throws -> RESPReply? {
+        let result: Result<RESPReply, any Error>? = shared.withLock { s in
+            guard let mailbox = s.mailbox, mailbox.id == id else { return nil }
+            s.mailbox = nil
+            return mailbox.result
+        }
+        return try result?.get()
+    }
+
+    /// Suspends until request `id` (which was polling) has its reply.
+    private func wait(id: UInt64) async throws -> RESPReply {
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
+                let result: Result<RESPReply, any Error>? = shared.withLock { s in
+                    if let mailbox = s.mailbox, mailbox.id == id {
+                        s.mailbox = nil
+                        return mailbox.result
+                    }
+                    if s.machine.replaceWaiter(id: id, with: .continuation(continuation)) { return nil }
+                    return .failure(CancellationError())
+                }
+                if let result { continuation.resume(with: result) }
+                if Task.isCancelled { cancel(id: id) }
+            }
+        } onCancel: {
+            self.cancel(id: id)
+        }
+    }
+
+    /// Cancels a waiting request: its caller gets `CancellationError` now. A request
+    /// already sent keeps its place and its reply is dropped; one still waiting for a
+    /// connection is dropped unsent.
+    private func cancel(id: UInt64) {
+        let waiter = shared.withLock { s in s.machine.cancel(id: id) }
+        if case .continuation(let continuation)? = waiter {
+            continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Waits until the connection is open and its handshake done (opening it if it is
+    /// idle): for a subscriber, until the server confirmed the subscriptions.
+    func waitUntilReady() async throws {
+        _ = try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
+            let action = shared.withLock { s in s.machine.waitUntilReady(.continuation(continuation), now: .now) }
+            switch action {
+            case .ready: continuation.resume(returning: .simpleString("OK"))
+            case .wait: break
+            case .connect: startConnect()
+            case .fail(let error): continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    // MARK: - I/O (by the token's owner)
+
+    /// Readiness of the session's socket, on the loop thread.
+    fileprivate func ioReady(_ session: Session, _ events: IOEvents) {
+        let writable = events.contains(.writable)
+        let owned: Bool = shared.withLock { s in
+            guard s.session === session, !session.ioOwned else { return false }
+            session.ioOwned = true
+            if writable {
+                s.machine.writable()
+                session.socketWritable = true
+            }
+            return true
+        }
+        // Someone else owns the socket: they read and write it; a readiness that is
+        // left over is reported again (level-triggered).
+        guard owned else { return }
+        runIO(session, read: events.contains(.readable) || events.contains(.hangup), write: writable)
+    }
+
+    /// A flush requested by a caller whose command joined replies in flight.
+    private func requestedFlush(_ session: Session) {
+        let owned: Bool = shared.withLock { s in
+            guard s.session === session else { return false }
+            guard !session.ioOwned else { return false }  // the owner writes before it lets go
+            session.ioOwned = true
+            return true
+        }
+        guard owned else { return }
+        runIO(session, read: false, write: true)
+    }
+
+    /// Input the stream holds without a socket read (TLS), drained on the loop.
+    private func drainBuffered(_ session: Session) {
+        let owned: Bool = shared.withLock { s in
+            guard s.session === session, !session.ioOwned else { return false }
+            session.ioOwned = true
+            return true
+        }
+        guard owned else { return }
+        runIO(session, read: true, write: false)
+    }
+
+    /// Reads and writes with the token held, then gives it back.
+    private func runIO(_ session: Session, read: Bool, write: Bool) {
+        var failure: RESPError?
+        if write {
+            failure = writePending(session)
+        }
+        if read, failure == nil {
+            switch session.stream.read(into: session.readBuffer) {
+            case .transferred(let n):
+                failure = session.parse(UnsafeRawBufferPointer(rebasing: session.readBuffer[..<n]))
+            case .wouldBlock:
+                break
+            case .endOfFile:
+                failure = closedError(session)
+            case .failed(let error):
+                failure = error
+            }
+        }
+        let outcome = deliver(session, failure: failure, releasing: true)
+        outcome.resume()
+    }
+
+    /// Writes what the machine has for the socket, until it is all written or the
+    /// socket is full.
+    private func writePending(_ session: Session) -> RESPError? {
+        if session.stream.hasPendingOutput {
+            switch session.stream.flush() {
+            case .failed(let error): return error
+            case .endOfFile: return closedError(session)
+            case .wouldBlock: return watchWritable(session, true)
+            case .transferred: break
+            }
+        }
+        while true {
+            let bytes: [UInt8]? = shared.withLock { s in
+                guard s.session === session else { return nil }
+                let bytes = s.machine.takeOutput()
+                if bytes == nil { s.machine.flushFoundNothing() }
+                return bytes
+            }
+            guard let bytes else { return nil }
+            if let failure = writeTaken(session, bytes) { return failure }
+            let more: Bool = shared.withLock { s in
+                s.session === session && !s.machine.output.isEmpty && !s.machine.writeBlocked
+            }
+            if session.stream.hasPendingOutput { return nil }
+            if !more { return nil }
+        }
+    }
+
+    /// Writes bytes taken from the machine and reports how far it got.
+    private func writeTaken(_ session: Session, _ bytes: [UInt8]) -> RESPError? {
+        var written = 0
+        var failure: RESPError?
+        bytes.withUnsafeBytes { raw in
+            while written < raw.count {
+                switch session.stream.write(UnsafeRawBufferPointer(rebasing: raw[written...])) {
+                case .transferred(let n):
+                    written += n
+                    continue
+                case .wouldBlock:
+                    break
+                case .endOfFile:
+                    failure = closedError(session)
+                case .failed(let error):
+                    failure = error
+                }
+                break
+            }
+        }
+        let action: Machine.WrittenAction = shared.withLock { s in
+            guard s.session === session else { return .done }
+            return s.machine.outputWritten(bytes, count: written)
+        }
+        if let failure { return failure }
+        let blocked = action == .waitForWritable || session.stream.hasPendingOutput
+        if blocked || session.writableArmed {
+            return watchWritable(session, blocked)
+        }
+        return nil
+    }
+
+    /// Turns the socket's writability reports on or off.
+    private func watchWritable(_ session: Session, _ on: Bool) -> RESPError? {
+        guard session.writableArmed != on, let registration = session.registration else { return nil }
+        do {
+            try registration.setInterest(on ? [.readable, .writable] : .readable)
+            session.writableArmed = on
+            return nil
+        } catch {
+            return .connection("cannot watch the socket to \(endpoint): \(error)")
+        }
+    }
+
+    private func closedError(_ session: Session) -> RESPError {
+        let handshaking = shared.withLock { s in s.session === session && !s.machine.handshakeDone }
+        if handshaking && tls == nil {
+            return .connection("\(endpoint) closed the connection before answering the handshake (if the server speaks TLS on this port, use rediss://)")
+        }
+        return .connection("\(endpoint) closed the connection")
+    }
+
+    /// What to do once the lock is released after delivering replies.
+    struct DeliverOutcome {
+        var completions: [(UnsafeContinuation<RESPReply, any Error>, Result<RESPReply, any Error>)] = []
+        var pushes: [RESPPubSubMessage] = []
+        var sink: (@Sendable (RESPPubSubMessage) -> Void)?
+        var logs: [(Logger.Level, String)] = []
+        var teardown: Machine.Teardown?
+        var closeSession: Session?
+        var reauthTimer: Session?
+        var drainLater: Session?
+        var tornDown = false
+        let connection: RESPConnection
+
+        init(connection: RESPConnection) {
+            self.connection = connection
+        }
+
+        /// Carries it out, in this order: logs, callers, messages, the socket's close,
+        /// the reconnect, timers.
+        func resume() {
+            for (level, message) in logs {
+                connection.logger.log(level: level, "\(message)", metadata: ["redis.endpoint": "\(connection.endpoint)"])
+            }
+            for (continuation, result) in completions { continuation.resume(with: result) }
+            if let sink { for message in pushes { sink(message) } }
+            if let session = closeSession { connection.closeSession(session) }
+            if let teardown { connection.perform(teardown) }
+            if let session = reauthTimer { connection.scheduleReauthentication(session) }
+            if let session = drainLater {
+                let connection = self.connection
+                connection.loop.execute { connection.drainBuffered(session) }
+            }
+        }
+    }
+
+    /// With the token held: matches the parsed replies to their requests, and decides
+    /// what follows: a teardown on `failure`, closing a drained socket, or, when
+    /// `releasing`, writing what accumulated meanwhile and then giving the token back.
+    private func deliver(_ session: Session, failure: RESPError?, releasing: Bool) -> DeliverOutcome {
+        var outcome = DeliverOutcome(connection: self)
+        if case .subscriber(_, _, let sink) = role { outcome.sink = sink }
+        var failure = failure
+        while true {
+            let writeMore = shared.withLock { s in
+                deliverLocked(&s, session, &failure, releasing: releasing, into: &outcome)
+            }
+            guard writeMore else { break }
+            // Commands that accumulated while the replies were awaited go out before
+            // their callers resume, so the server works on them meanwhile.
+            failure = writePending(session)
+        }
+        if let teardown = outcome.teardown {
+            outcome.logs.append(contentsOf: teardownLogs(teardown, failure: failure))
+            available.store(teardown.next != .closed && !isBackoff(teardown.next), ordering: .relaxed)
+        }
+        return outcome
+    }
+
+    /// ``deliver(_:failure:releasing:)`` under the lock; true when the owner must write
+    /// more before it lets go.
+    private func deliverLocked(
+        _ s: inout Shared, _ session: Session, _ failure: inout RESPError?, releasing: Bool, into outcome: inout DeliverOutcome
+    ) -> Bool {
+        guard s.session === session else {
+            // Torn down meanwhile (by a timeout or a close): the owner closes the socket.
+            session.replies.removeAll(keepingCapacity: true)
+            outcome.closeSession = session
+            outcome.tornDown = true
+            return false
+        }
+        let now = ContinuousClock.now
+        if !session.replies.isEmpty {
+            for reply in session.replies {
+                switch s.machine.receive(reply, now: now) {
+                case .none:
+                    break
+                case .complete(let waiter, let reply):
+                    route(&s, waiter, .success(reply), into: &outcome)
+                case .push(let message):
+                    outcome.pushes.append(message)
+                case .ready(let waiters):
+                    for waiter in waiters { route(&s, waiter, .success(.simpleString("OK")), into: &outcome) }
+                    available.store(true, ordering: .relaxed)
+                    if s.machine.configuration.reauthenticationInterval != nil { outcome.reauthTimer = session }
+                case .completeAndDrain(let waiter, let reply):
+                    if let waiter { route(&s, waiter, .success(reply), into: &outcome) }
+                    outcome.logs.append((.warning, "\(endpoint) is a read-only replica (READONLY): reopening the connection, which resolves the host name again"))
+                case .fail(let error):
+                    failure = error
+                case .reauthFailed(let error):
+                    outcome.logs.append((.warning, "\(error.message); reopening the connection"))
+                }
+                if failure != nil { break }
+            }
+            session.replies.removeAll(keepingCapacity: true)
+        }
+        var teardown: Machine.Teardown?
+        if let failure {
+            teardown = s.machine.socketFailed(failure, now: now, random: Double.random(in: 0...1))
+        } else if s.machine.socketIsDrained {
+            teardown = s.machine.drainedSocketClosed(now: now, random: Double.random(in: 0...1))
+        }
+        if var teardown {
+            for (waiter, error) in teardown.failed { route(&s, waiter, .failure(error), into: &outcome) }
+            teardown.failed = []
+            outcome.teardown = teardown
+            s.session = nil
+            outcome.closeSession = session
+            outcome.tornDown = true
+            return false
+        }
+        guard releasing else { return false }
+        if !s.machine.output.isEmpty && !s.machine.writeBlocked && !session.stream.hasPendingOutput {
+            return true
+        }
+        if s.machine.output.isEmpty { s.machine.flushFoundNothing() }
+        session.ioOwned = false
+        if session.stream.hasBufferedInput { outcome.drainLater = session }
+        return false
+    }
+
+    /// Gives the token back after polling (writing what accumulated first).
+    private func releaseIO(_ session: Session) {
+        let outcome = deliver(session, failure: nil, releasing: true)
+        outcome.resume()
+    }
+
+    /// A failure found by the owner outside ``deliver(_:failure:releasing:)``.
+    private func finishIO(_ session: Session, failure: RESPError) {
+        let outcome = deliver(session, failure: failure, releasing: true)
+        outcome.resume()
+    }
+
+    private func route(_ s: inout Shared, _ waiter: Waiter, _ result: Result<RESPReply, any Error>, into outcome: inout DeliverOutcome) {
+        switch waiter {
+        case .continuation(let continuation):
+            outcome.completions.append((continuation, result))
+        case .polling(let id):
+            s.mailbox = (id, result)
+        }
+    }
+
+    private func isBackoff(_ next: Machine.Teardown.Next) -> Bool {
+        if case .backoff = next { return true }
+        return false
+    }
+
+    private func teardownLogs(_ teardown: Machine.Teardown, failure: RESPError?) -> [(Logger.Level, String)] {
+        switch teardown.next {
+        case .reconnect:
+            if let failure, failure.message.hasSuffix("was reopened") == false {
+                return [(.warning, "connection to \(endpoint) lost (\(failure.message)); reconnecting")]
+            }
+            return [(.debug, "reopening the connection to \(endpoint)")]
+        case .backoff(_, let delay):
+            let attempts = shared.withLock { s in s.machine.failedAttempts }
+            let message = failure?.message ?? "connection failed"
+            let level: Logger.Level = attempts == 1 || failure?.kind == .authentication || failure?.kind == .tls ? .warning : .debug
+            return [(level, "\(message); retrying in \(Backoff.nanoseconds(delay) / 1_000_000) ms (attempt \(attempts))")]
+        case .closed, .nothing:
+            return []
+        }
+    }
+
+    // MARK: - Sessions and teardown
+
+    /// Closes a socket that left the connection's state: on the loop thread, after it is
+    /// deregistered, so no readiness handler runs on a closed (or reused) descriptor.
+    private func closeSession(_ session: Session) {
+        let waiters: [CheckedContinuation<Void, Never>] = shared.withLock { s in
+            guard s.machine.phase == .closed, s.session == nil, !s.socketClosedForGood else { return [] }
+            s.socketClosedForGood = true
+            let waiters = s.closeWaiters
+            s.closeWaiters = []
+            return waiters
+        }
+        if let registration = session.registration {
+            registration.deregister {
+                session.stream.close()
+                for waiter in waiters { waiter.resume() }
+            }
+        } else {
+            session.stream.close()
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    /// Carries out what follows a teardown or a failed connect.
+    private func perform(_ teardown: Machine.Teardown) {
+        for (waiter, error) in teardown.failed {
+            switch waiter {
+            case .continuation(let continuation):
+                continuation.resume(throwing: error)
+            case .polling(let id):
+                shared.withLock { s in s.mailbox = (id, .failure(error)) }
+            }
+        }
+        switch teardown.next {
+        case .reconnect:
+            available.store(true, ordering: .relaxed)
+            startConnect(alreadyConnecting: true)
+        case .backoff(let until, _):
+            available.store(false, ordering: .relaxed)
+            loop.schedule(at: until) { [self] in backoffExpired() }
+        case .closed:
+            available.store(false, ordering: .relaxed)
+            let waiters: [CheckedContinuation<Void, Never>] = shared.withLock { s in
+                guard s.session == nil, !s.socketClosedForGood else { return [] }
+                s.socketClosedForGood = true
+                let waiters = s.closeWaiters
+                s.closeWaiters = []
+                return waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        case .nothing:
+            break
+        }
+    }
+
+    /// Tears the current session down with `error` (a timeout found by the timer).
+    private func teardownCurrent(_ error: RESPError) {
+        var outcome = DeliverOutcome(connection: self)
+        var closeNow: Session?
+        shared.withLock { s in
+            guard let session = s.session else { return }
+            let teardown = s.machine.socketFailed(error, now: .now, random: Double.random(in: 0...1))
+            s.session = nil
+            for (waiter, failure) in teardown.failed { route(&s, waiter, .failure(failure), into: &outcome) }
+            var rest = teardown
+            rest.failed = []
+            outcome.teardown = rest
+            outcome.logs.append(contentsOf: [(.warning, "\(error.message)")])
+            // The owner, if any, closes the socket when it next looks at the state.
+            if !session.ioOwned {
+                session.ioOwned = true
+                closeNow = session
+            }
+        }
+        if let next = outcome.teardown?.next {
+            available.store(next != .closed && !isBackoff(next), ordering: .relaxed)
+        }
+        outcome.closeSession = closeNow
+        outcome.resume()
+    }
+
+    // MARK: - Connecting
+
+    private func startConnect(alreadyConnecting: Bool = true) {
+        let id: UInt64 = shared.withLock { s in
+            s.nextTaskID += 1
+            return s.nextTaskID
+        }
+        // On the loop's executor: opening a connection must not wait behind a busy
+        // cooperative pool (name resolution still runs on a thread of its own).
+        let task = Task(executorPreference: loop) { [self] in
+            await connectAttempt()
+            taskFinished(id)
+        }
+        track(task, id: id)
+    }
+
+    private func track(_ task: Task<Void, Never>, id: UInt64) {
+        shared.withLock { s in
+            if s.finishedTasks.remove(id) == nil { s.tasks[id] = task }
+        }
+    }
+
+    private func taskFinished(_ id: UInt64) {
+        shared.withLock { s in
+            if s.tasks.removeValue(forKey: id) == nil { s.finishedTasks.insert(id) }
+        }
+    }
+
+    private func backoffExpired() {
+        let start = shared.withLock { s in s.machine.backoffExpired(now: .now) }
+        if start {
+            available.store(true, ordering: .relaxed)
+            startConnect()
+        }
+    }
+
+    /// The credentials for a handshake or a re-authentication: the provider's, else the
+    /// configured user and password.
+    private func credentials() async throws -> Machine.Credentials? {
+        if let provider = configuration.credentialsProvider {
+            do {
+                let credentials = try await provider.fetch()
+                return Machine.Credentials(username: credentials.username, password: credentials.password)
+            } catch {
+                throw RESPError.authentication("the credentials provider for \(endpoint) failed: \(error)")
+            }
+        }
+        guard let password = configuration.password else { return nil }
+        return Machine.Credentials(username: configuration.username, password: password)
+    }
+
+    private func connectAttempt() async {
+        let session: Session
+        let credentials: Machine.Credentials?
+        let deadline: ContinuousClock.Instant
+        do {
+            credentials = try await self.credentials()
+            deadline = ContinuousClock.now + configuration.connectTimeout
+            let stream = try await StreamOpener.open(configuration, tls: tls, loop: loop, deadline: deadline)
+            do {
+                session = try Session(stream: stream, connection: self)
+                session.registration = try loop.register(fd: stream.fd, interest: .readable, handler: session)
+            } catch {
+                stream.close()
+                throw error
+            }
+        } catch {
+            connectFailed(connectError(error))
+            return
+        }
+        let action: Machine.ConnectedAction = shared.withLock { s in
+            let action = s.machine.connected(credentials: credentials, now: .now)
+            guard action == .write else { return action }
+            s.session = session
+            session.ioOwned = true
+            if !s.timerArmed {
+                s.timerArmed = true
+                scheduleTickLocked()
+            }
+            s.idleTicks = 0
+            return action
+        }
+        switch action {
+        case .close:
+            let closedAlready: Bool = shared.withLock { s in s.machine.phase == .closed }
+            if closedAlready {
+                session.registration?.deregister { session.stream.close() }
+            }
+        case .write:
+            logger.debug("connected", metadata: ["redis.endpoint": "\(endpoint)"])
+            runIO(session, read: false, write: true)
+        }
+    }
+
+    private func connectError(_ error: any Error) -> RESPError {
+        if let error = error as? RESPError { return error }
+        if let error = error as? IOError {
+            if error.isTimeout {
+                return .timeout("connecting to \(endpoint) timed out after \(configuration.connectTimeout)")
+            }
+            return .connection("cannot connect to \(endpoint): \(error)")
+        }
+        return .connection("cannot connect to \(endpoint): \(error)")
+    }
+
+    private func connectFailed(_ error: RESPError) {
+        let teardown: Machine.Teardown = shared.withLock { s in
+            s.machine.connectFailed(error, now: .now, random: Double.random(in: 0...1))
+        }
+        for (level, message) in teardownLogs(teardown, failure: error) {
+            logger.log(level: level, "\(message)", metadata: ["redis.endpoint": "\(endpoint)"])
+        }
+        perform(teardown)
+    }
+
+    // MARK: - Re-authentication
+
+    fileprivate func scheduleReauthentication(_ session: Session) {
+        guard let interval = configuration.reauthenticationInterval, configuration.credentialsProvider != nil else { return }
+        loop.schedule(after: interval) { [self] in reauthenticateIfDue(session) }
+    }
+
+    private func reauthenticateIfDue(_ session: Session) {
+        let due: Bool = shared.withLock { s in
+            guard s.session === session else { return false }
+            guard s.machine.reauthenticationDue(now: .now) else { return false }
+            s.machine.reauthenticationStarted()
+            return true
+        }
+        let current: Bool = shared.withLock { s in s.session === session }
+        guard current else { return }
+        // Check again one interval later, whatever happens now.
+        scheduleReauthentication(session)
+        guard due else { return }
+        let id: UInt64 = shared.withLock { s in
+            s.nextTaskID += 1
+            return s.nextTaskID
+        }
+        let task = Task(executorPreference: loop) { [self] in
+            await reauthenticate(session)
+            taskFinished(id)
+        }
+        track(task, id: id)
+    }
+
+    private func reauthenticate(_ session: Session) async {
+        let credentials: Machine.Credentials?
+        do {
+            credentials = try await self.credentials()
+        } catch {
+            logger.warning("re-authentication skipped: \(error)", metadata: ["redis.endpoint": "\(endpoint)"])
+            shared.withLock { s in s.machine.reauthenticationAbandoned(now: .now) }
+            return
+        }
+        guard let credentials else {
+            shared.withLock { s in s.machine.reauthenticationAbandoned(now: .now) }
+            return
+        }
+        var write: Session?
+        var flush: Session?
+        shared.withLock { s in
+            guard s.session === session else { return }
+            switch s.machine.reauthenticate(credentials: credentials, now: .now) {
+            case .write:
+                if !session.ioOwned {
+                    session.ioOwned = true
+                    write = session
+                }
+            case .flushSoon:
+                flush = session
+            case .none, .connect, .fail:
+                break
+            }
+            if !s.timerArmed {
+                s.timerArmed = true
+                scheduleTickLocked()
+            }
+            s.idleTicks = 0
+        }
+        logger.debug("re-authenticating", metadata: ["redis.endpoint": "\(endpoint)"])
+        if let write { runIO(write, read: false, write: true) }
+        if let flush { loop.execute { [self] in requestedFlush(flush) } }
+    }
+
+    // MARK: - Closing
+
+    /// Closes the connection: commands not yet sent fail; commands already sent get
+    /// their replies (or fail at their timeout); then the socket is closed. No reconnect
+    /// follows. Returns once the socket is closed and no connect attempt runs.
+    func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            var resumeNow = false
+            var closeNow: Session?
+            let failed: [(Waiter, RESPError)] = shared.withLock { s in
+                available.store(false, ordering: .relaxed)
+                let (action, failed) = s.machine.close()
+                switch action {
+                case .closed:
+                    if s.session == nil {
+                        s.socketClosedForGood = true
+                        resumeNow = true
+                    } else {
+                        s.closeWaiters.append(continuation)
+                    }
+                case .wait:
+                    s.closeWaiters.append(continuation)
+                case .closeSocket:
+                    s.closeWaiters.append(continuation)
+                    if let session = s.session, !session.ioOwned {
+                        let teardown = s.machine.drainedSocketClosed(now: .now, random: 0)
+                        _ = teardown  // nothing in flight: nobody to fail
+                        s.session = nil
+                        session.ioOwned = true
+                        closeNow = session
+                    }
+                }
+                return failed
+            }
+            fail(failed)
+            if let closeNow { closeSession(closeNow) }
+            if resumeNow { continuation.resume() }
+        }
+        await waitForTasks()
+    }
+
+    /// Closes at once, failing whatever is in flight (for `deinit` paths).
+    func closeNow() {
+        var closeNow: Session?
+        let failed: [(Waiter, RESPError)] = shared.withLock { s in
+            available.store(false, ordering: .relaxed)
+            let (closeSocket, failed) = s.machine.closeNow(now: .now)
+            if closeSocket, let session = s.session {
+                s.session = nil
+                if !session.ioOwned {
+                    session.ioOwned = true
+                    closeNow = session
+                }
+            }
+            return failed
+        }
+        fail(failed)
+        if let closeNow { closeSession(closeNow) }
+    }
+
+    private func fail(_ failed: [(Waiter, RESPError)]) {
+        for (waiter, error) in failed {
+            switch waiter {
+            case .continuation(let continuation):
+                continuation.resume(throwing: error)
+            case .polling(let id):
+                shared.withLock { s in s.mailbox = (id, .failure(error)) }
+            }
+        }
+    }
+
+    private func waitForTasks() async {
+        while true {
+            let tasks: [Task<Void, Never>] = shared.withLock { s in Array(s.tasks.values) }
+            if tasks.isEmpty { return }
+            for task in tasks { await task.value }
+            shared.withLock { s in
+                for (id, task) in s.tasks where tasks.contains(task) { s.tasks.removeValue(forKey: id) }
+            }
+        }
+    }
+
+    // MARK: - Timer
+
+    private func scheduleTick() {
+        loop.schedule(after: tickInterval) { [self] in tick() }
+    }
+
+    private func scheduleTickLocked() {
+        loop.schedule(after: tickInterval) { [self] in tick() }
+    }
+
+    /// Runs every few milliseconds while requests are in flight (always, for a
+    /// subscriber): deadlines and keep-alives.
+    private func tick() {
+        var write: Session?
+        var flush: Session?
+        var rearm = true
+        let now = ContinuousClock.now
+        let result: Machine.TickResult = shared.withLock { s in
+            let result = s.machine.tick(now: now)
+            if result.teardown == nil, result.write, let session = s.session {
+                if !session.ioOwned {
+                    session.ioOwned = true
+                    write = session
+                } else {
+                    flush = session
+                }
+            }
+            if result.keepTicking {
+                s.idleTicks = 0
+            } else {
+                s.idleTicks += 1
+            }
+            if s.machine.phase == .closed || s.idleTicks >= idleTickLimit {
+                s.timerArmed = false
+                rearm = false
+            }
+            return result
+        }
+        fail(result.failed)
+        if let error = result.teardown { teardownCurrent(error) }
+        if let write { runIO(write, read: false, write: true) }
+        if let flush { loop.execute { [self] in requestedFlush(flush) } }
+        if rearm { scheduleTick() }
+    }
+}
+
+/// One socket's lifetime within a ``RESPConnection``: the stream, its reply parser and
+/// read buffer (used only by the I/O owner), registered with the loop.
+final class Session: IOHandler, @unchecked Sendable {
+    let stream: any RESPByteStream
+    let connection: RESPConnection
+    let parser: RESPParser
+    let readBuffer: UnsafeMutableRawBufferPointer
+    /// Set once, before the session is published to the connection's state.
+    var registration: IORegistration?
+    /// The I/O token: guarded by the connection's lock.
+    var ioOwned = false
+    /// Guarded by the connection's lock.
+    var socketWritable = false
+    /// Whether writability is watched (the I/O owner's).
+    var writableArmed = false
+    /// Replies parsed by the I/O owner, delivered under the lock.
+    var replies: [RESPReply] = []
+
+    init(stream: any RESPByteStream, connection: RESPConnection) throws(RESPError) {
+        self.stream = stream
+        self.connection = connection
+        self.parser = try RESPParser()
+        self.readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        replies.reserveCapacity(64)
+    }
+
+    deinit {
+        readBuffer.deallocate()
+    }
+
+    /// Feeds received bytes to the parser and collects the complete replies.
+    func parse(_ bytes: UnsafeRawBufferPointer) -> RESPError? {
+        do {
+            try parser.feed(bytes)
+            while let reply = try parser.next() { replies.append(reply) }
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    func ioReady(_ events: IOEvents) {
+        connection.ioReady(self, events)
+    }
+}
