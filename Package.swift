@@ -114,7 +114,7 @@ let package = Package(
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
         .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS", "IOLoop"]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CacheAsideTLS", "CHiredis", "TestSupport"]),
+        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CacheAsideTLS", "CHiredis", "ProcessRunner", "TestSupport"]),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [

@@ -253,7 +253,7 @@ final class RESPConnection: Sendable {
             case .endOfFile:
                 failure = closedError(session)
             case .failed(let error):
-                failure = error
+                failure = duringHandshake(session, error)
             }
             if gotBytes || failure != nil {
                 let outcome = deliver(session, failure: failure, releasing: false)
@@ -406,7 +406,7 @@ final class RESPConnection: Sendable {
             case .endOfFile:
                 failure = closedError(session)
             case .failed(let error):
-                failure = error
+                failure = duringHandshake(session, error)
             }
         }
         let outcome = deliver(session, failure: failure, releasing: true)
@@ -456,7 +456,7 @@ final class RESPConnection: Sendable {
                 case .endOfFile:
                     failure = closedError(session)
                 case .failed(let error):
-                    failure = error
+                    failure = duringHandshake(session, error)
                 }
                 break
             }
@@ -486,11 +486,16 @@ final class RESPConnection: Sendable {
     }
 
     private func closedError(_ session: Session) -> RESPError {
+        duringHandshake(session, .connection("\(endpoint) closed the connection"))
+    }
+
+    /// A plain-text client on a TLS port sees the server hang up (or reset) before the
+    /// handshake's first reply: say what that likely means.
+    private func duringHandshake(_ session: Session, _ error: RESPError) -> RESPError {
+        guard tls == nil, error.kind == .connection else { return error }
         let handshaking = shared.withLock { s in s.session === session && !s.machine.handshakeDone }
-        if handshaking && tls == nil {
-            return .connection("\(endpoint) closed the connection before answering the handshake (if the server speaks TLS on this port, use rediss://)")
-        }
-        return .connection("\(endpoint) closed the connection")
+        guard handshaking else { return error }
+        return .connection("\(error.message), before answering the handshake (if the server speaks TLS on this port, use rediss://)")
     }
 
     /// What to do once the lock is released after delivering replies.
