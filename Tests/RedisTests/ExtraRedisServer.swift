@@ -7,10 +7,11 @@ import Foundation
 import ProcessRunner
 import TestSupport
 
-/// A throwaway `redis-server` on a TLS port of its own, configured differently from the
-/// dev-services one (a client certificate required, or an expired server
-/// certificate), with the certificates of `DEV_SERVICES_TLS_DIR`. Started for one test
-/// and stopped (by its process id) when the test is done.
+/// A throwaway `redis-server` configured differently from the dev-services one: on a
+/// TLS port with the certificates of `DEV_SERVICES_TLS_DIR` (a client certificate
+/// required, or an expired server certificate), or on a plain port with settings of
+/// its own (a replica, say). No password. Started for one test and stopped (by its
+/// process id) when the test is done.
 struct ExtraRedisServer: Sendable {
     let port: Int
     let directory: URL
@@ -34,7 +35,28 @@ struct ExtraRedisServer: Sendable {
         certificate: String = "server", requireClientCertificate: Bool = false,
         _ body: (ExtraRedisServer) async throws -> T
     ) async throws -> T {
-        let server = try await start(certificate: certificate, requireClientCertificate: requireClientCertificate)
+        try await with(settings: { port in
+            let tls = try tlsDirectory()
+            return """
+                port 0
+                tls-port \(port)
+                tls-cert-file "\(tls)/\(certificate).crt"
+                tls-key-file "\(tls)/\(certificate).key"
+                tls-ca-cert-file "\(tls)/ca.crt"
+                tls-auth-clients \(requireClientCertificate ? "yes" : "no")
+                """
+        }, body)
+    }
+
+    /// Runs `body` with a plain-text Redis (no password) with more `settings` lines.
+    static func withPlain<T>(_ settings: [String], _ body: (ExtraRedisServer) async throws -> T) async throws -> T {
+        try await with(settings: { port in (["port \(port)"] + settings).joined(separator: "\n") }, body)
+    }
+
+    private static func with<T>(
+        settings: (Int) throws -> String, _ body: (ExtraRedisServer) async throws -> T
+    ) async throws -> T {
+        let server = try await start(settings: settings)
         do {
             let result = try await body(server)
             await server.stop()
@@ -45,8 +67,7 @@ struct ExtraRedisServer: Sendable {
         }
     }
 
-    private static func start(certificate: String, requireClientCertificate: Bool) async throws -> ExtraRedisServer {
-        let tls = try tlsDirectory()
+    private static func start(settings: (Int) throws -> String) async throws -> ExtraRedisServer {
         guard let executable = which("redis-server") else { throw Failure(description: "redis-server is not on PATH (make deps)") }
         var lastError = ""
         for _ in 0..<5 {
@@ -54,13 +75,8 @@ struct ExtraRedisServer: Sendable {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestEnvironment.uniqueName("extra-redis"))
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             let configuration = """
-                port 0
+                \(try settings(port))
                 bind 127.0.0.1
-                tls-port \(port)
-                tls-cert-file "\(tls)/\(certificate).crt"
-                tls-key-file "\(tls)/\(certificate).key"
-                tls-ca-cert-file "\(tls)/ca.crt"
-                tls-auth-clients \(requireClientCertificate ? "yes" : "no")
                 daemonize yes
                 pidfile "\(directory.path)/redis.pid"
                 logfile "\(directory.path)/redis.log"
@@ -89,7 +105,7 @@ struct ExtraRedisServer: Sendable {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
-            lastError = "redis-server on TLS port \(port) did not start: \(log.suffix(800))"
+            lastError = "redis-server on port \(port) did not start: \(log.suffix(800))"
             if let pid { _ = kill(pid, SIGKILL) }
             try? FileManager.default.removeItem(at: directory)
         }
@@ -111,6 +127,9 @@ struct ExtraRedisServer: Sendable {
     func url(_ options: String = "") -> String {
         "rediss://localhost:\(port)/0" + (options.isEmpty ? "" : "?" + options)
     }
+
+    /// A `redis://` URL for a plain-text server.
+    var plainURL: String { "redis://localhost:\(port)/0" }
 }
 
 private func which(_ name: String) -> String? {
