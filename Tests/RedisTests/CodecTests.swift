@@ -39,6 +39,40 @@ import Testing
         #expect(replies == [.bulkString(Array(binary.utf8)), .integer(12)])
     }
 
+    /// Scalar replies complete in one read are parsed without hiredis; anything else,
+    /// and whatever follows a reply cut in two, goes through hiredis. Every way of
+    /// cutting a stream into three reads gives the same replies.
+    @Test func theFastPathAndHiredisAgreeWhereverTheBytesAreCut() throws {
+        let stream = "+OK\r\n:-7\r\n$3\r\nabc\r\n*2\r\n$1\r\nx\r\n:1\r\n$-1\r\n-ERR no\r\n$0\r\n\r\n:12345678901\r\n*0\r\n+\r\n$2\r\n\r\n\r\n"
+        let expected: [RESPReply] = [
+            .simpleString("OK"), .integer(-7), .bulkString(Array("abc".utf8)), .array([.bulkString([120]), .integer(1)]),
+            .null, .error("ERR no"), .bulkString([]), .integer(12_345_678_901), .array([]), .simpleString(""),
+            .bulkString([13, 10]),
+        ]
+        let bytes = Array(stream.utf8)
+        for first in 0...bytes.count {
+            for second in stride(from: first, through: bytes.count, by: 3) {
+                let parser = try RESPParser()
+                var replies: [RESPReply] = []
+                for range in [0..<first, first..<second, second..<bytes.count] {
+                    try Array(bytes[range]).withUnsafeBytes { try parser.parse($0, into: &replies) }
+                }
+                #expect(replies == expected, "cut at \(first), \(second)")
+            }
+        }
+    }
+
+    @Test func aMalformedScalarIsLeftToHiredisWhichRejectsIt() throws {
+        let parser = try RESPParser()
+        var replies: [RESPReply] = []
+        do {
+            try Array(":12x\r\n".utf8).withUnsafeBytes { try parser.parse($0, into: &replies) }
+            Issue.record("parsed a malformed integer: \(replies)")
+        } catch let error as RESPError {
+            #expect(error.kind == .protocol)
+        }
+    }
+
     @Test func rejectsInvalidProtocol() throws {
         let parser = try RESPParser()
         let bytes = Array("!nonsense\r\n".utf8)

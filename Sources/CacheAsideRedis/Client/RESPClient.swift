@@ -145,19 +145,23 @@ public final class RESPClient: Sendable {
     ///
     /// - Throws: ``RESPError``: the server's error reply (kind ``RESPError/Kind/server``),
     ///   a connection failure, a timeout; `CancellationError` if the task is cancelled.
+    @inline(__always)
     public func execute<C: RESPCommand>(_ command: C) async throws -> C.Response {
         let connection = connection()
-        var reply = try await connection.send { command.encode(into: &$0) }
-        if case .error(let message) = reply {
-            if let script = command.script, message.hasPrefix("NOSCRIPT") {
-                _ = try await loadScripts([script], on: connection)
-                reply = try await connection.send { command.encode(into: &$0) }
-                if case .error(let message) = reply { throw RESPError.server(message) }
-            } else {
-                throw RESPError.server(message)
-            }
-        }
+        let reply = try await connection.send { command.encode(into: &$0) }
+        if case .error = reply { return try await retryOrThrow(command, reply, on: connection) }
         return try command.decode(reply)
+    }
+
+    /// An error reply: `NOSCRIPT` for a script command loads the script and sends the
+    /// command again, once; any other error is thrown.
+    private func retryOrThrow<C: RESPCommand>(_ command: C, _ reply: RESPReply, on connection: RESPConnection) async throws -> C.Response {
+        guard case .error(let message) = reply else { return try command.decode(reply) }
+        guard let script = command.script, message.hasPrefix("NOSCRIPT") else { throw RESPError.server(message) }
+        _ = try await loadScripts([script], on: connection)
+        let again = try await connection.send { command.encode(into: &$0) }
+        if case .error(let message) = again { throw RESPError.server(message) }
+        return try command.decode(again)
     }
 
     /// Loads scripts with `SCRIPT LOAD` (after a `NOSCRIPT`), in one pipeline.

@@ -25,9 +25,16 @@ import DequeModule
 /// - re-authentication on a schedule, with fresh credentials;
 /// - keep-alive `PING`s for a subscriber, which otherwise never notices a silent peer.
 ///
-/// `Waiter` is what the shell resumes when a request completes (a continuation); the
-/// machine only stores and returns it.
-struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Sendable where Instant.Duration == Duration {
+/// A ``RequestWaiter`` is whom the shell hands a request's reply (a suspended task, or
+/// a caller polling the socket); the machine only stores and returns it. The machine
+/// never reads a clock: every event carries its instant, which the tests move by hand.
+///
+/// Concrete types, not generic parameters: every command goes through here, and generic
+/// code paid for copies of requests through value witnesses.
+struct ConnectionStateMachine: Sendable {
+    typealias Instant = ContinuousClock.Instant
+    typealias Waiter = RequestWaiter
+
     struct Configuration: Sendable {
         /// For messages: `host:port` or the socket path.
         var endpoint: String
@@ -94,10 +101,29 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
         case closed
     }
 
+    /// ``Phase`` without its payload: compared on every request, so it must be cheap.
+    enum PhaseKind: Equatable {
+        case idle, connecting, open, draining, backoff, closed
+    }
+
     let configuration: Configuration
-    private(set) var phase: Phase = .idle
+    private let isSubscriber: Bool
+    private let commandTimeout: Duration
+    private(set) var phase: Phase = .idle {
+        didSet {
+            switch phase {
+            case .idle: phaseKind = .idle
+            case .connecting: phaseKind = .connecting
+            case .open: phaseKind = .open
+            case .draining: phaseKind = .draining
+            case .backoff: phaseKind = .backoff
+            case .closed: phaseKind = .closed
+            }
+        }
+    }
+    private(set) var phaseKind: PhaseKind = .idle
     /// Requests on the current socket, in the order of their bytes.
-    private(set) var inFlight = Deque<Request>()
+    private(set) var inFlight = RequestQueue()
     /// Bytes for the current socket not yet handed to the writer.
     private(set) var output: [UInt8] = []
     /// Requests waiting for the next socket.
@@ -123,6 +149,8 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
 
     init(configuration: Configuration) {
         self.configuration = configuration
+        if case .subscriber = configuration.role { isSubscriber = true } else { isSubscriber = false }
+        commandTimeout = configuration.commandTimeout
         output.reserveCapacity(4096)
         spare.reserveCapacity(4096)
     }
@@ -165,8 +193,8 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
         if closeRequested { return .fail(.connection("the connection to \(configuration.endpoint) is closed")) }
         let request = Request(
             id: id, waiter: waiter, kind: pipeline ? .pipeline : .command, remaining: replies,
-            deadline: now.advanced(by: configuration.commandTimeout))
-        switch phase {
+            deadline: now.advanced(by: commandTimeout))
+        switch phaseKind {
         case .open:
             let before = output.count
             var encoder = RESPCommandEncoder(reusing: output)
@@ -184,12 +212,13 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
             encode(&encoder)
             guard !encoder.bytes.isEmpty else { return .fail(.emptyCommand) }
             queued.append(Queued(request: request, bytes: encoder.bytes))
-            if phase == .idle {
+            if phaseKind == .idle {
                 phase = .connecting
                 return .connect
             }
             return .none
-        case .backoff(let until):
+        case .backoff:
+            guard case .backoff(let until) = phase else { return .none }
             return .fail(unavailableError(until: until, now: now))
         case .closed:
             return .fail(.connection("the connection to \(configuration.endpoint) is closed"))
@@ -258,7 +287,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
     /// Hands the pending output to the writer (swapped out, not copied); `nil` when
     /// there is nothing to write or the socket is full.
     mutating func takeOutput() -> [UInt8]? {
-        guard !output.isEmpty, !writeBlocked, phase == .open || phase == .draining else { return nil }
+        guard !output.isEmpty, !writeBlocked, phaseKind == .open || phaseKind == .draining else { return nil }
         writeScheduled = true
         var taken = spare
         swap(&taken, &output)
@@ -335,7 +364,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
 
     /// One parsed reply from the socket.
     mutating func receive(_ reply: RESPReply, now: Instant) -> ReplyAction {
-        if case .subscriber = configuration.role, let message = RESPPubSubMessage(push: reply) {
+        if isSubscriber, let message = RESPPubSubMessage(push: reply) {
             return .push(message)
         }
         guard !inFlight.isEmpty else {
@@ -344,7 +373,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
         switch inFlight[0].kind {
         case .command:
             let request = inFlight.removeFirst()
-            if case .error(let message) = reply, message.hasPrefix("READONLY"), phase == .open, !closeRequested {
+            if case .error(let message) = reply, message.hasPrefix("READONLY"), phaseKind == .open, !closeRequested {
                 phase = .draining
                 return .completeAndDrain(request.waiter, reply)
             }
@@ -364,7 +393,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
             let request = inFlight.removeFirst()
             let replies = collector.replies
             collector.replies = []
-            if phase == .open, !closeRequested, replies.contains(where: { $0.errorMessage?.hasPrefix("READONLY") == true }) {
+            if phaseKind == .open, !closeRequested, replies.contains(where: { $0.errorMessage?.hasPrefix("READONLY") == true }) {
                 phase = .draining
                 return .completeAndDrain(request.waiter, .array(replies))
             }
@@ -391,7 +420,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
             reauthInFlight = false
             if case .error(let message) = reply {
                 let error = RESPError.authentication(authenticationFailure(message, atConnect: false))
-                if phase == .open && !closeRequested { phase = .draining }
+                if phaseKind == .open && !closeRequested { phase = .draining }
                 return .reauthFailed(error)
             }
             authenticatedAt = now
@@ -425,7 +454,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
     /// Whether a draining (or closing) socket has all its replies: the shell then
     /// closes it (``socketClosed(now:)`` follows).
     var socketIsDrained: Bool {
-        (phase == .draining || closeRequested) && inFlight.isEmpty && phase != .closed
+        (phaseKind == .draining || closeRequested) && inFlight.isEmpty && phaseKind != .closed
     }
 
     // MARK: - Connecting
@@ -448,7 +477,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
     /// The shell opened a socket (and its TLS session), with `credentials` for the
     /// handshake; the handshake and the requests queued meanwhile go to ``output``.
     mutating func connected(credentials: Credentials?, now: Instant) -> ConnectedAction {
-        guard phase == .connecting, !closeRequested else { return .close }
+        guard phaseKind == .connecting, !closeRequested else { return .close }
         phase = .open
         handshakeDone = false
         writeBlocked = false
@@ -516,7 +545,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
 
     /// Opening the connection failed (resolution, TCP, TLS, credentials).
     mutating func connectFailed(_ error: RESPError, now: Instant, random: Double) -> Teardown {
-        guard phase == .connecting else { return Teardown() }
+        guard phaseKind == .connecting else { return Teardown() }
         var teardown = Teardown()
         lastError = error
         while let next = queued.popFirst() {
@@ -538,7 +567,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
     /// connection that had completed its handshake reconnects at once (requests that
     /// were waiting for the next socket go there); one that never did backs off.
     mutating func socketFailed(_ error: RESPError, now: Instant, random: Double) -> Teardown {
-        guard phase == .open || phase == .draining else { return Teardown() }
+        guard phaseKind == .open || phaseKind == .draining else { return Teardown() }
         var teardown = Teardown()
         for request in inFlight {
             if let waiter = request.waiter { teardown.failed.append((waiter, error)) }
@@ -581,7 +610,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
     /// A drained socket was closed on purpose (after `READONLY` or a failed
     /// re-authentication): reopen at once; nothing was in flight.
     mutating func drainedSocketClosed(now: Instant, random: Double) -> Teardown {
-        guard phase == .draining || (phase == .open && closeRequested) else { return Teardown() }
+        guard phaseKind == .draining || (phaseKind == .open && closeRequested) else { return Teardown() }
         return socketFailed(.connection("the connection to \(configuration.endpoint) was reopened"), now: now, random: random)
     }
 
@@ -689,7 +718,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
                     inFlight[i].deadline = head.deadline
                 }
             }
-            if case .subscriber = configuration.role, handshakeDone, inFlight.isEmpty, phase == .open,
+            if isSubscriber, handshakeDone, inFlight.isEmpty, phaseKind == .open,
                 let last = lastPing, last.duration(to: now) >= configuration.keepAliveInterval
             {
                 lastPing = now
@@ -718,8 +747,8 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
             }
             queued = kept
         }
-        if case .subscriber = configuration.role {
-            result.keepTicking = phase != .closed
+        if isSubscriber {
+            result.keepTicking = phaseKind != .closed
         } else {
             result.keepTicking = !inFlight.isEmpty || !queued.isEmpty
         }
@@ -729,8 +758,8 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
     /// Whether it is time to authenticate again (the shell then fetches credentials
     /// and calls ``reauthenticate(credentials:now:)``).
     func reauthenticationDue(now: Instant) -> Bool {
-        guard let interval = configuration.reauthenticationInterval, case .commands = configuration.role,
-            phase == .open, handshakeDone, !reauthInFlight, !closeRequested, let at = authenticatedAt
+        guard let interval = configuration.reauthenticationInterval, !isSubscriber,
+            phaseKind == .open, handshakeDone, !reauthInFlight, !closeRequested, let at = authenticatedAt
         else { return false }
         return at.duration(to: now) >= interval
     }
@@ -742,7 +771,7 @@ struct ConnectionStateMachine<Instant: InstantProtocol, Waiter: Sendable>: Senda
 
     /// Sends `AUTH` with fresh credentials on the open connection.
     mutating func reauthenticate(credentials: Credentials, now: Instant) -> SubmitAction {
-        guard phase == .open, handshakeDone, !closeRequested else {
+        guard phaseKind == .open, handshakeDone, !closeRequested else {
             reauthInFlight = false
             return .none
         }
@@ -781,4 +810,68 @@ final class ReplyCollector: @unchecked Sendable {
 
 extension RESPError {
     static let emptyCommand = RESPError.configuration("a command needs at least its name")
+}
+
+/// Whom a request's reply goes to.
+enum RequestWaiter: Sendable {
+    /// A suspended task.
+    case continuation(UnsafeContinuation<RESPReply, any Error>)
+    /// A caller polling the socket for request `id` (its result goes to the
+    /// connection's mailbox). The unit tests use it to name their callers.
+    case polling(UInt64)
+}
+
+/// The requests in flight, oldest first: an array with a moving head (a request leaves
+/// from the front in O(1); the array is compacted now and then). In the module, so that
+/// every operation on it is specialized for ``ConnectionStateMachine/Request``.
+struct RequestQueue: Sendable, Sequence {
+    typealias Request = ConnectionStateMachine.Request
+    private var storage: [Request] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == storage.count }
+    var count: Int { storage.count - head }
+    var first: Request? { isEmpty ? nil : storage[head] }
+    var indices: Range<Int> { 0..<count }
+
+    subscript(i: Int) -> Request {
+        get { storage[head + i] }
+        _modify { yield &storage[head + i] }
+    }
+
+    mutating func append(_ request: Request) {
+        storage.append(request)
+    }
+
+    @discardableResult
+    mutating func removeFirst() -> Request {
+        let request = storage[head]
+        head += 1
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: storage.capacity <= 4096)
+            head = 0
+        } else if head >= 1024 && head * 2 >= storage.count {
+            storage.removeSubrange(0..<head)
+            head = 0
+        }
+        return request
+    }
+
+    mutating func removeAll() {
+        storage.removeAll()
+        head = 0
+    }
+
+    func firstIndex(where predicate: (Request) -> Bool) -> Int? {
+        var i = head
+        while i < storage.count {
+            if predicate(storage[i]) { return i - head }
+            i += 1
+        }
+        return nil
+    }
+
+    func makeIterator() -> ArraySlice<Request>.Iterator {
+        storage[head...].makeIterator()
+    }
 }

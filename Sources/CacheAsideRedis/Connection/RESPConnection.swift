@@ -41,7 +41,8 @@ import Synchronization
 /// Timeouts: one timer per connection ticks while requests are in flight, never one per
 /// request.
 final class RESPConnection: Sendable {
-    typealias Machine = ConnectionStateMachine<ContinuousClock.Instant, Waiter>
+    typealias Machine = ConnectionStateMachine
+    typealias Waiter = RequestWaiter
 
     /// What a connection is for.
     enum Role: Sendable {
@@ -50,14 +51,6 @@ final class RESPConnection: Sendable {
         /// A dedicated pub/sub connection: (re)subscribes on every connect and hands every
         /// message to `sink`, on the thread that read it.
         case subscriber(channels: [String], patterns: [String], sink: @Sendable (RESPPubSubMessage) -> Void)
-    }
-
-    /// Whom a request's reply goes to.
-    enum Waiter: Sendable {
-        /// A suspended task.
-        case continuation(UnsafeContinuation<RESPReply, any Error>)
-        /// A caller polling the socket for request `id`: its result goes to the mailbox.
-        case polling(UInt64)
     }
 
     struct Shared: Sendable {
@@ -73,10 +66,11 @@ final class RESPConnection: Sendable {
         var tasks: [UInt64: Task<Void, Never>] = [:]
         var finishedTasks: Set<UInt64> = []
         var nextTaskID: UInt64 = 0
-        /// Polling is off for this many more requests (after a window passed without
-        /// the reply).
-        var pollingSkips = 0
-        var pollingPenalty = 0
+        /// How often a poll got its reply within the window lately (a moving average of
+        /// wins, 1 for a win and 0 for a loss). Below one half, callers stop polling,
+        /// except every 64th, which probes whether it pays again.
+        var pollingScore = 1.0
+        var pollingProbe = 0
     }
 
     let configuration: RESPConfiguration
@@ -90,6 +84,9 @@ final class RESPConnection: Sendable {
     private let tickInterval: Duration
     private let idleTickLimit: Int
     private let pollingWindow: Duration
+    /// True while the connection is open, handshaken and has nothing in flight: a hint
+    /// (read without the lock) that the polling fast path may apply.
+    private let idle = Atomic<Bool>(false)
     /// False while the connection waits to reconnect (or is closed): a client prefers
     /// another connection then. Read without the lock, as a hint.
     let available = Atomic<Bool>(true)
@@ -133,46 +130,48 @@ final class RESPConnection: Sendable {
         let now = ContinuousClock.now
 
         // The fast path: an open, idle connection whose socket nobody is using. The
-        // caller writes its command and polls for the reply, without suspending.
-        let mayPoll = pollingWindow > .zero && !loop.inLoop
-        var fast: (session: Session, bytes: [UInt8])?
-        var armTimer = false
-        let refused: RESPError? = shared.withLock { s in
-            // The mailbox must be free: a caller that stopped polling may not have
-            // collected its reply from it yet.
-            guard mayPoll, s.mailbox == nil, s.machine.phase == .open, s.machine.handshakeDone, s.machine.inFlight.isEmpty,
-                !s.machine.writeScheduled, let session = s.session, !session.ioOwned
-            else { return nil }
-            if s.pollingSkips > 0 {
-                s.pollingSkips -= 1
-                return nil
-            }
-            switch s.machine.submit(id: id, waiter: .polling(id), replies: replies, pipeline: pipeline, now: now, encode: encode) {
-            case .write:
-                session.ioOwned = true
-                guard let bytes = s.machine.takeOutput() else {
-                    session.ioOwned = false
+        // caller writes its command and polls for the reply, without suspending. A busy
+        // connection (the hint is off) never takes the lock for it.
+        if idle.load(ordering: .relaxed), pollingWindow > .zero, !loop.inLoop {
+            var fast: (session: Session, bytes: [UInt8])?
+            var armTimer = false
+            let refused: RESPError? = shared.withLock { s in
+                // The mailbox must be free: a caller that stopped polling may not have
+                // collected its reply from it yet.
+                guard s.mailbox == nil, s.machine.phaseKind == .open, s.machine.handshakeDone, s.machine.inFlight.isEmpty,
+                    !s.machine.writeScheduled, let session = s.session, !session.ioOwned
+                else { return nil }
+                if s.pollingScore < 0.5 {
+                    s.pollingProbe &+= 1
+                    if s.pollingProbe & 63 != 0 {
+                        return nil
+                    }
+                }
+                switch s.machine.submit(id: id, waiter: .polling(id), replies: replies, pipeline: pipeline, now: now, encode: encode) {
+                case .write:
+                    guard let bytes = s.machine.takeOutput() else { return nil }
+                    session.ioOwned = true
+                    fast = (session, bytes)
+                    idle.store(false, ordering: .relaxed)
+                    if !s.timerArmed {
+                        s.timerArmed = true
+                        armTimer = true
+                    }
+                    s.idleTicks = 0
+                    return nil
+                case .fail(let error):
+                    return error
+                case .flushSoon, .none, .connect:
+                    // Not possible on an idle open connection.
                     return nil
                 }
-                fast = (session, bytes)
-                if !s.timerArmed {
-                    s.timerArmed = true
-                    armTimer = true
-                }
-                s.idleTicks = 0
-                return nil
-            case .fail(let error):
-                return error
-            case .flushSoon, .none, .connect:
-                // Not possible on an idle open connection; handled like the slow path.
-                return nil
             }
-        }
-        if let refused { throw refused }
-        if armTimer { scheduleTick() }
-        if let fast {
-            if let reply = try poll(id: id, session: fast.session, bytes: fast.bytes, since: now) { return reply }
-            return try await wait(id: id)
+            if let refused { throw refused }
+            if armTimer { scheduleTick() }
+            if let fast {
+                if let reply = try poll(id: id, session: fast.session, bytes: fast.bytes, since: now) { return reply }
+                return try await wait(id: id)
+            }
         }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RESPReply, any Error>) in
@@ -188,7 +187,7 @@ final class RESPConnection: Sendable {
         now: ContinuousClock.Instant, encode: (inout RESPCommandEncoder) -> Void
     ) {
         var armTimer = false
-        var write: Session?
+        var write: (session: Session, bytes: [UInt8])?
         var flush: Session?
         let action: Machine.SubmitAction = shared.withLock { s in
             let action = s.machine.submit(
@@ -197,15 +196,16 @@ final class RESPConnection: Sendable {
             case .fail:
                 return action
             case .write:
-                if let session = s.session, !session.ioOwned {
+                if let session = s.session, !session.ioOwned, let bytes = s.machine.takeOutput() {
                     session.ioOwned = true
-                    write = session
+                    write = (session, bytes)
                 }
             case .flushSoon:
                 flush = s.session
             case .none, .connect:
                 break
             }
+            idle.store(false, ordering: .relaxed)
             if !s.timerArmed {
                 s.timerArmed = true
                 armTimer = true
@@ -223,7 +223,7 @@ final class RESPConnection: Sendable {
             break
         }
         if armTimer { scheduleTick() }
-        if let write { runIO(write, read: false, write: true) }
+        if let write { runIO(write.session, read: false, taken: write.bytes) }
         if let flush { loop.execute { [self] in requestedFlush(flush) } }
         if Task.isCancelled { cancel(id: id) }
     }
@@ -232,67 +232,40 @@ final class RESPConnection: Sendable {
     /// polling window. Returns the reply, or `nil` when the window passed (the I/O token
     /// is given back; the caller then waits).
     private func poll(id: UInt64, session: Session, bytes: [UInt8], since start: ContinuousClock.Instant) throws -> RESPReply? {
-        if let failure = writeTaken(session, bytes) {
-            // The socket broke: everything on it fails, this request with it.
-            finishIO(session, failure: failure)
-            return try takeMailbox(id: id)
-        }
-        let clock = ContinuousClock()
+        var step = Step(session: session)
+        write(session, bytes, into: &step)
         let deadline = start + pollingWindow
-        var attempts = 0
+        let clock = ContinuousClock()
         while true {
-            attempts += 1
-            var failure: RESPError?
-            var gotBytes = false
-            switch session.stream.read(into: session.readBuffer) {
-            case .transferred(let n):
-                gotBytes = true
-                failure = session.parse(UnsafeRawBufferPointer(rebasing: session.readBuffer[..<n]))
-            case .wouldBlock:
-                break
-            case .endOfFile:
-                failure = closedError(session)
-            case .failed(let error):
-                failure = duringHandshake(session, error)
+            if step.failure == nil {
+                step.failure = readOnce(session)
             }
-            if gotBytes || failure != nil {
-                let outcome = deliver(session, failure: failure, releasing: false)
-                if let reply = try pollOutcome(id: id, outcome: outcome, session: session, start: start, clock: clock) {
-                    return reply
+            if step.written != nil || step.failure != nil || !session.replies.isEmpty {
+                var outcome = DeliverOutcome(connection: self)
+                let result = shared.withLock { s -> Result<RESPReply, any Error>? in
+                    performLocked(&s, &step, release: false, into: &outcome)
+                    guard let mailbox = s.mailbox, mailbox.id == id else { return nil }
+                    s.mailbox = nil
+                    s.pollingScore = s.pollingScore * 0.875 + 0.125
+                    return mailbox.result
                 }
-                if outcome.tornDown { return try takeMailbox(id: id) }
+                step.written = nil
+                outcome.resume()
+                if outcome.tornDown {
+                    return try result?.get() ?? takeMailbox(id: id)
+                }
+                if let result {
+                    releaseIO(session)
+                    return try result.get()
+                }
             }
-            if clock.now >= deadline || Task.isCancelled {
-                break
-            }
+            if clock.now >= deadline || Task.isCancelled { break }
         }
         // The window passed: give the socket back to the loop and wait.
-        shared.withLock { s in
-            s.pollingPenalty = min(max(s.pollingPenalty * 2, 8), 4096)
-            s.pollingSkips = s.pollingPenalty
-        }
+        shared.withLock { s in s.pollingScore *= 0.875 }
         releaseIO(session)
-        if Task.isCancelled {
-            cancel(id: id)
-        }
+        if Task.isCancelled { cancel(id: id) }
         return nil
-    }
-
-    /// After a read while polling: the reply if it came (the token is then given back).
-    private func pollOutcome(
-        id: UInt64, outcome: DeliverOutcome, session: Session, start: ContinuousClock.Instant, clock: ContinuousClock
-    ) throws -> RESPReply? {
-        let result: Result<RESPReply, any Error>? = shared.withLock { s in
-            guard let mailbox = s.mailbox, mailbox.id == id else { return nil }
-            s.mailbox = nil
-            s.pollingPenalty = 0
-            s.pollingSkips = 0
-            return mailbox.result
-        }
-        outcome.resume()
-        guard let result else { return nil }
-        if !outcome.tornDown { releaseIO(session) }
-        return try result.get()
     }
 
     private func takeMailbox(id: UInt64) throws -> RESPReply? {
@@ -353,31 +326,30 @@ final class RESPConnection: Sendable {
     /// Readiness of the session's socket, on the loop thread.
     fileprivate func ioReady(_ session: Session, _ events: IOEvents) {
         let writable = events.contains(.writable)
-        let owned: Bool = shared.withLock { s in
-            guard s.session === session, !session.ioOwned else { return false }
+        let taken: [UInt8]?? = shared.withLock { s in
+            guard s.session === session, !session.ioOwned else { return .none }
             session.ioOwned = true
-            if writable {
-                s.machine.writable()
-                session.socketWritable = true
-            }
-            return true
+            if writable { s.machine.writable() }
+            return .some(writable && !session.stream.hasPendingOutput ? s.machine.takeOutput() : nil)
         }
         // Someone else owns the socket: they read and write it; a readiness that is
         // left over is reported again (level-triggered).
-        guard owned else { return }
-        runIO(session, read: events.contains(.readable) || events.contains(.hangup), write: writable)
+        guard case .some(let bytes) = taken else { return }
+        runIO(session, read: events.contains(.readable) || events.contains(.hangup), taken: bytes, flushStream: writable)
     }
 
     /// A flush requested by a caller whose command joined replies in flight.
     private func requestedFlush(_ session: Session) {
-        let owned: Bool = shared.withLock { s in
-            guard s.session === session else { return false }
-            guard !session.ioOwned else { return false }  // the owner writes before it lets go
+        let taken: [UInt8]?? = shared.withLock { s in
+            // The owner, if any, writes before it lets go.
+            guard s.session === session, !session.ioOwned else { return .none }
             session.ioOwned = true
-            return true
+            let bytes = session.stream.hasPendingOutput ? nil : s.machine.takeOutput()
+            if bytes == nil { s.machine.flushFoundNothing() }
+            return .some(bytes)
         }
-        guard owned else { return }
-        runIO(session, read: false, write: true)
+        guard case .some(let bytes) = taken else { return }
+        runIO(session, read: false, taken: bytes)
     }
 
     /// Input the stream holds without a socket read (TLS), drained on the loop.
@@ -388,61 +360,72 @@ final class RESPConnection: Sendable {
             return true
         }
         guard owned else { return }
-        runIO(session, read: true, write: false)
+        runIO(session, read: true, taken: nil)
     }
 
-    /// Reads and writes with the token held, then gives it back.
-    private func runIO(_ session: Session, read: Bool, write: Bool) {
+    /// What the owner did since it last took the lock.
+    struct Step {
+        let session: Session
+        /// Bytes taken from the machine and how many were written.
+        var written: (bytes: [UInt8], count: Int)?
         var failure: RESPError?
-        if write {
-            failure = writePending(session)
-        }
-        if read, failure == nil {
-            switch session.stream.read(into: session.readBuffer) {
-            case .transferred(let n):
-                failure = session.parse(UnsafeRawBufferPointer(rebasing: session.readBuffer[..<n]))
-            case .wouldBlock:
-                break
-            case .endOfFile:
-                failure = closedError(session)
-            case .failed(let error):
-                failure = duringHandshake(session, error)
-            }
-        }
-        let outcome = deliver(session, failure: failure, releasing: true)
-        outcome.resume()
+        /// Writability must be watched (the socket, or the TLS stream, is full).
+        var watchWritable = false
+        init(session: Session) { self.session = session }
     }
 
-    /// Writes what the machine has for the socket, until it is all written or the
-    /// socket is full.
-    private func writePending(_ session: Session) -> RESPError? {
-        if session.stream.hasPendingOutput {
+    /// The owner's loop, with the token held: writes `taken` (and the TLS stream's
+    /// pending output when `flushStream`), reads once if `read`, then, under one lock per
+    /// round, records what was written, delivers the replies, and either takes the
+    /// output that accumulated meanwhile (and goes round again) or gives the token back.
+    /// The callers whose replies came are resumed at the end, after the writes.
+    private func runIO(_ session: Session, read: Bool, taken: [UInt8]?, flushStream: Bool = false) {
+        var step = Step(session: session)
+        var outcome = DeliverOutcome(connection: self)
+        if flushStream && session.stream.hasPendingOutput {
             switch session.stream.flush() {
-            case .failed(let error): return error
-            case .endOfFile: return closedError(session)
-            case .wouldBlock: return watchWritable(session, true)
+            case .failed(let error): step.failure = error
+            case .endOfFile: step.failure = closedError(session)
+            case .wouldBlock:
+                step.watchWritable = true
+                step.failure = watchWritable(session, true)
             case .transferred: break
             }
         }
+        var next = taken
+        var read = read
         while true {
-            let bytes: [UInt8]? = shared.withLock { s in
-                guard s.session === session else { return nil }
-                let bytes = s.machine.takeOutput()
-                if bytes == nil { s.machine.flushFoundNothing() }
-                return bytes
+            if let bytes = next, step.failure == nil {
+                write(session, bytes, into: &step)
             }
-            guard let bytes else { return nil }
-            if let failure = writeTaken(session, bytes) { return failure }
-            let more: Bool = shared.withLock { s in
-                s.session === session && !s.machine.output.isEmpty && !s.machine.writeBlocked
+            if read, step.failure == nil {
+                step.failure = readOnce(session)
+                read = false
             }
-            if session.stream.hasPendingOutput { return nil }
-            if !more { return nil }
+            next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome) }
+            step.written = nil
+            if next == nil { break }
+        }
+        outcome.resume()
+    }
+
+    /// Reads once from the stream into the session's parser.
+    private func readOnce(_ session: Session) -> RESPError? {
+        switch session.stream.read(into: session.readBuffer) {
+        case .transferred(let n):
+            return session.parse(UnsafeRawBufferPointer(rebasing: session.readBuffer[..<n]))
+        case .wouldBlock:
+            return nil
+        case .endOfFile:
+            return closedError(session)
+        case .failed(let error):
+            return duringHandshake(session, error)
         }
     }
 
-    /// Writes bytes taken from the machine and reports how far it got.
-    private func writeTaken(_ session: Session, _ bytes: [UInt8]) -> RESPError? {
+    /// Writes bytes taken from the machine (recorded in `step` for the next locked
+    /// section), and watches writability while the socket is full (the owner's).
+    private func write(_ session: Session, _ bytes: [UInt8], into step: inout Step) {
         var written = 0
         var failure: RESPError?
         bytes.withUnsafeBytes { raw in
@@ -461,19 +444,104 @@ final class RESPConnection: Sendable {
                 break
             }
         }
-        let action: Machine.WrittenAction = shared.withLock { s in
-            guard s.session === session else { return .done }
-            return s.machine.outputWritten(bytes, count: written)
+        step.written = (bytes, written)
+        if let failure {
+            step.failure = failure
+            return
         }
-        if let failure { return failure }
-        let blocked = action == .waitForWritable || session.stream.hasPendingOutput
+        let blocked = written < bytes.count || session.stream.hasPendingOutput
+        step.watchWritable = blocked
         if blocked || session.writableArmed {
-            return watchWritable(session, blocked)
+            step.failure = watchWritable(session, blocked)
         }
+    }
+
+    /// Under the lock: records the owner's write, delivers its replies, tears the
+    /// session down on failure (or closes it once drained), and, when `release`, hands
+    /// the owner the output that accumulated (nil: the token was given back).
+    private func performLocked(_ s: inout Shared, _ step: inout Step, release: Bool, into outcome: inout DeliverOutcome) -> [UInt8]? {
+        let session = step.session
+        guard s.session === session else {
+            // Torn down meanwhile (by a timeout or a close): the owner closes the socket.
+            session.replies.removeAll(keepingCapacity: true)
+            outcome.extra.closeSession = session
+            outcome.tornDown = true
+            return nil
+        }
+        if let written = step.written {
+            _ = s.machine.outputWritten(written.bytes, count: written.count)
+        }
+        let now = ContinuousClock.now
+        if !session.replies.isEmpty {
+            for reply in session.replies {
+                switch s.machine.receive(reply, now: now) {
+                case .none:
+                    break
+                case .complete(let waiter, let reply):
+                    route(&s, waiter, .success(reply), into: &outcome)
+                case .push(let message):
+                    outcome.extra.pushes.append(message)
+                case .ready(let waiters):
+                    for waiter in waiters { route(&s, waiter, .success(.simpleString("OK")), into: &outcome) }
+                    available.store(true, ordering: .relaxed)
+                    if s.machine.configuration.reauthenticationInterval != nil { outcome.extra.reauthTimer = session }
+                case .completeAndDrain(let waiter, let reply):
+                    if let waiter { route(&s, waiter, .success(reply), into: &outcome) }
+                    outcome.extra.logs.append((.warning, "\(endpoint) is a read-only replica (READONLY): reopening the connection, which resolves the host name again"))
+                case .fail(let error):
+                    step.failure = error
+                case .reauthFailed(let error):
+                    outcome.extra.logs.append((.warning, "\(error.message); reopening the connection"))
+                }
+                if step.failure != nil { break }
+            }
+            session.replies.removeAll(keepingCapacity: true)
+        }
+        if step.failure != nil || s.machine.socketIsDrained {
+            var teardown: Machine.Teardown
+            if let failure = step.failure {
+                teardown = s.machine.socketFailed(failure, now: now, random: Double.random(in: 0...1))
+            } else {
+                teardown = s.machine.drainedSocketClosed(now: now, random: Double.random(in: 0...1))
+            }
+            for (waiter, error) in teardown.failed { route(&s, waiter, .failure(error), into: &outcome) }
+            teardown.failed = []
+            outcome.extra.logs.append(contentsOf: teardownLogs(teardown, failure: step.failure, attempts: s.machine.failedAttempts))
+            available.store(teardown.next != .closed && !isBackoff(teardown.next), ordering: .relaxed)
+            outcome.extra.teardown = teardown
+            s.session = nil
+            idle.store(false, ordering: .relaxed)
+            outcome.extra.closeSession = session
+            outcome.tornDown = true
+            return nil
+        }
+        idle.store(s.machine.inFlight.isEmpty && s.machine.handshakeDone && s.mailbox == nil, ordering: .relaxed)
+        guard release else { return nil }
+        if !step.watchWritable, let bytes = s.machine.takeOutput() {
+            // Commands that accumulated while the replies were awaited go out before
+            // their callers resume, so the server works on them meanwhile.
+            return bytes
+        }
+        if s.machine.output.isEmpty { s.machine.flushFoundNothing() }
+        session.ioOwned = false
+        if session.stream.hasBufferedInput { outcome.extra.drainLater = session }
         return nil
     }
 
-    /// Turns the socket's writability reports on or off.
+    /// Gives the token back after polling (writing what accumulated first).
+    private func releaseIO(_ session: Session) {
+        var step = Step(session: session)
+        var outcome = DeliverOutcome(connection: self)
+        var next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome) }
+        while let bytes = next {
+            write(session, bytes, into: &step)
+            next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome) }
+            step.written = nil
+        }
+        outcome.resume()
+    }
+
+    /// Turns the socket's writability reports on or off (the owner's).
     private func watchWritable(_ session: Session, _ on: Bool) -> RESPError? {
         guard session.writableArmed != on, let registration = session.registration else { return nil }
         do {
@@ -498,143 +566,75 @@ final class RESPConnection: Sendable {
         return .connection("\(error.message), before answering the handshake (if the server speaks TLS on this port, use rediss://)")
     }
 
-    /// What to do once the lock is released after delivering replies.
+    /// What to do once the lock is released. The common case (one caller's reply)
+    /// allocates nothing: the first completion has a slot of its own, and everything
+    /// unusual lives in ``Rare``.
     struct DeliverOutcome {
-        var completions: [(UnsafeContinuation<RESPReply, any Error>, Result<RESPReply, any Error>)] = []
-        var pushes: [RESPPubSubMessage] = []
-        var sink: (@Sendable (RESPPubSubMessage) -> Void)?
-        var logs: [(Logger.Level, String)] = []
-        var teardown: Machine.Teardown?
-        var closeSession: Session?
-        var reauthTimer: Session?
-        var drainLater: Session?
+        typealias Completion = (UnsafeContinuation<RESPReply, any Error>, Result<RESPReply, any Error>)
+        var first: Completion?
+        var more: [Completion] = []
+        var rare: Rare?
         var tornDown = false
         let connection: RESPConnection
+
+        final class Rare {
+            var pushes: [RESPPubSubMessage] = []
+            var logs: [(Logger.Level, String)] = []
+            var teardown: Machine.Teardown?
+            var closeSession: Session?
+            var reauthTimer: Session?
+            var drainLater: Session?
+        }
 
         init(connection: RESPConnection) {
             self.connection = connection
         }
 
+        var extra: Rare {
+            mutating get {
+                if let rare { return rare }
+                let made = Rare()
+                rare = made
+                return made
+            }
+        }
+
+        mutating func complete(_ continuation: UnsafeContinuation<RESPReply, any Error>, _ result: Result<RESPReply, any Error>) {
+            if first == nil {
+                first = (continuation, result)
+            } else {
+                more.append((continuation, result))
+            }
+        }
+
         /// Carries it out, in this order: logs, callers, messages, the socket's close,
         /// the reconnect, timers.
         func resume() {
-            for (level, message) in logs {
-                connection.logger.log(level: level, "\(message)", metadata: ["redis.endpoint": "\(connection.endpoint)"])
+            if let rare {
+                for (level, message) in rare.logs {
+                    connection.logger.log(level: level, "\(message)", metadata: ["redis.endpoint": "\(connection.endpoint)"])
+                }
             }
-            for (continuation, result) in completions { continuation.resume(with: result) }
-            if let sink { for message in pushes { sink(message) } }
-            if let session = closeSession { connection.closeSession(session) }
-            if let teardown { connection.perform(teardown) }
-            if let session = reauthTimer { connection.scheduleReauthentication(session) }
-            if let session = drainLater {
+            if let (continuation, result) = first { continuation.resume(with: result) }
+            for (continuation, result) in more { continuation.resume(with: result) }
+            guard let rare else { return }
+            if !rare.pushes.isEmpty, case .subscriber(_, _, let sink) = connection.role {
+                for message in rare.pushes { sink(message) }
+            }
+            if let session = rare.closeSession { connection.closeSession(session) }
+            if let teardown = rare.teardown { connection.perform(teardown) }
+            if let session = rare.reauthTimer { connection.scheduleReauthentication(session) }
+            if let session = rare.drainLater {
                 let connection = self.connection
                 connection.loop.execute { connection.drainBuffered(session) }
             }
         }
     }
 
-    /// With the token held: matches the parsed replies to their requests, and decides
-    /// what follows: a teardown on `failure`, closing a drained socket, or, when
-    /// `releasing`, writing what accumulated meanwhile and then giving the token back.
-    private func deliver(_ session: Session, failure: RESPError?, releasing: Bool) -> DeliverOutcome {
-        var outcome = DeliverOutcome(connection: self)
-        if case .subscriber(_, _, let sink) = role { outcome.sink = sink }
-        var failure = failure
-        while true {
-            let writeMore = shared.withLock { s in
-                deliverLocked(&s, session, &failure, releasing: releasing, into: &outcome)
-            }
-            guard writeMore else { break }
-            // Commands that accumulated while the replies were awaited go out before
-            // their callers resume, so the server works on them meanwhile.
-            failure = writePending(session)
-        }
-        if let teardown = outcome.teardown {
-            outcome.logs.append(contentsOf: teardownLogs(teardown, failure: failure))
-            available.store(teardown.next != .closed && !isBackoff(teardown.next), ordering: .relaxed)
-        }
-        return outcome
-    }
-
-    /// ``deliver(_:failure:releasing:)`` under the lock; true when the owner must write
-    /// more before it lets go.
-    private func deliverLocked(
-        _ s: inout Shared, _ session: Session, _ failure: inout RESPError?, releasing: Bool, into outcome: inout DeliverOutcome
-    ) -> Bool {
-        guard s.session === session else {
-            // Torn down meanwhile (by a timeout or a close): the owner closes the socket.
-            session.replies.removeAll(keepingCapacity: true)
-            outcome.closeSession = session
-            outcome.tornDown = true
-            return false
-        }
-        let now = ContinuousClock.now
-        if !session.replies.isEmpty {
-            for reply in session.replies {
-                switch s.machine.receive(reply, now: now) {
-                case .none:
-                    break
-                case .complete(let waiter, let reply):
-                    route(&s, waiter, .success(reply), into: &outcome)
-                case .push(let message):
-                    outcome.pushes.append(message)
-                case .ready(let waiters):
-                    for waiter in waiters { route(&s, waiter, .success(.simpleString("OK")), into: &outcome) }
-                    available.store(true, ordering: .relaxed)
-                    if s.machine.configuration.reauthenticationInterval != nil { outcome.reauthTimer = session }
-                case .completeAndDrain(let waiter, let reply):
-                    if let waiter { route(&s, waiter, .success(reply), into: &outcome) }
-                    outcome.logs.append((.warning, "\(endpoint) is a read-only replica (READONLY): reopening the connection, which resolves the host name again"))
-                case .fail(let error):
-                    failure = error
-                case .reauthFailed(let error):
-                    outcome.logs.append((.warning, "\(error.message); reopening the connection"))
-                }
-                if failure != nil { break }
-            }
-            session.replies.removeAll(keepingCapacity: true)
-        }
-        var teardown: Machine.Teardown?
-        if let failure {
-            teardown = s.machine.socketFailed(failure, now: now, random: Double.random(in: 0...1))
-        } else if s.machine.socketIsDrained {
-            teardown = s.machine.drainedSocketClosed(now: now, random: Double.random(in: 0...1))
-        }
-        if var teardown {
-            for (waiter, error) in teardown.failed { route(&s, waiter, .failure(error), into: &outcome) }
-            teardown.failed = []
-            outcome.teardown = teardown
-            s.session = nil
-            outcome.closeSession = session
-            outcome.tornDown = true
-            return false
-        }
-        guard releasing else { return false }
-        if !s.machine.output.isEmpty && !s.machine.writeBlocked && !session.stream.hasPendingOutput {
-            return true
-        }
-        if s.machine.output.isEmpty { s.machine.flushFoundNothing() }
-        session.ioOwned = false
-        if session.stream.hasBufferedInput { outcome.drainLater = session }
-        return false
-    }
-
-    /// Gives the token back after polling (writing what accumulated first).
-    private func releaseIO(_ session: Session) {
-        let outcome = deliver(session, failure: nil, releasing: true)
-        outcome.resume()
-    }
-
-    /// A failure found by the owner outside ``deliver(_:failure:releasing:)``.
-    private func finishIO(_ session: Session, failure: RESPError) {
-        let outcome = deliver(session, failure: failure, releasing: true)
-        outcome.resume()
-    }
-
     private func route(_ s: inout Shared, _ waiter: Waiter, _ result: Result<RESPReply, any Error>, into outcome: inout DeliverOutcome) {
         switch waiter {
         case .continuation(let continuation):
-            outcome.completions.append((continuation, result))
+            outcome.complete(continuation, result)
         case .polling(let id):
             s.mailbox = (id, result)
         }
@@ -645,7 +645,7 @@ final class RESPConnection: Sendable {
         return false
     }
 
-    private func teardownLogs(_ teardown: Machine.Teardown, failure: RESPError?) -> [(Logger.Level, String)] {
+    private func teardownLogs(_ teardown: Machine.Teardown, failure: RESPError?, attempts: Int) -> [(Logger.Level, String)] {
         switch teardown.next {
         case .reconnect:
             if let failure, failure.message.hasSuffix("was reopened") == false {
@@ -653,7 +653,6 @@ final class RESPConnection: Sendable {
             }
             return [(.debug, "reopening the connection to \(endpoint)")]
         case .backoff(_, let delay):
-            let attempts = shared.withLock { s in s.machine.failedAttempts }
             let message = failure?.message ?? "connection failed"
             let level: Logger.Level = attempts == 1 || failure?.kind == .authentication || failure?.kind == .tls ? .warning : .debug
             return [(level, "\(message); retrying in \(Backoff.nanoseconds(delay) / 1_000_000) ms (attempt \(attempts))")]
@@ -668,7 +667,7 @@ final class RESPConnection: Sendable {
     /// deregistered, so no readiness handler runs on a closed (or reused) descriptor.
     private func closeSession(_ session: Session) {
         let waiters: [CheckedContinuation<Void, Never>] = shared.withLock { s in
-            guard s.machine.phase == .closed, s.session == nil, !s.socketClosedForGood else { return [] }
+            guard s.machine.phaseKind == .closed, s.session == nil, !s.socketClosedForGood else { return [] }
             s.socketClosedForGood = true
             let waiters = s.closeWaiters
             s.closeWaiters = []
@@ -725,21 +724,22 @@ final class RESPConnection: Sendable {
             guard let session = s.session else { return }
             let teardown = s.machine.socketFailed(error, now: .now, random: Double.random(in: 0...1))
             s.session = nil
+            idle.store(false, ordering: .relaxed)
             for (waiter, failure) in teardown.failed { route(&s, waiter, .failure(failure), into: &outcome) }
             var rest = teardown
             rest.failed = []
-            outcome.teardown = rest
-            outcome.logs.append(contentsOf: [(.warning, "\(error.message)")])
+            outcome.extra.teardown = rest
+            outcome.extra.logs.append(contentsOf: [(.warning, "\(error.message)")])
             // The owner, if any, closes the socket when it next looks at the state.
             if !session.ioOwned {
                 session.ioOwned = true
                 closeNow = session
             }
         }
-        if let next = outcome.teardown?.next {
+        if let next = outcome.rare?.teardown?.next {
             available.store(next != .closed && !isBackoff(next), ordering: .relaxed)
         }
-        outcome.closeSession = closeNow
+        if let closeNow { outcome.extra.closeSession = closeNow }
         outcome.resume()
     }
 
@@ -813,11 +813,13 @@ final class RESPConnection: Sendable {
             connectFailed(connectError(error))
             return
         }
+        var handshake: [UInt8]?
         let action: Machine.ConnectedAction = shared.withLock { s in
             let action = s.machine.connected(credentials: credentials, now: .now)
             guard action == .write else { return action }
             s.session = session
             session.ioOwned = true
+            handshake = s.machine.takeOutput()
             if !s.timerArmed {
                 s.timerArmed = true
                 scheduleTickLocked()
@@ -827,13 +829,13 @@ final class RESPConnection: Sendable {
         }
         switch action {
         case .close:
-            let closedAlready: Bool = shared.withLock { s in s.machine.phase == .closed }
+            let closedAlready: Bool = shared.withLock { s in s.machine.phaseKind == .closed }
             if closedAlready {
                 session.registration?.deregister { session.stream.close() }
             }
         case .write:
             logger.debug("connected", metadata: ["redis.endpoint": "\(endpoint)"])
-            runIO(session, read: false, write: true)
+            runIO(session, read: false, taken: handshake)
         }
     }
 
@@ -849,10 +851,10 @@ final class RESPConnection: Sendable {
     }
 
     private func connectFailed(_ error: RESPError) {
-        let teardown: Machine.Teardown = shared.withLock { s in
-            s.machine.connectFailed(error, now: .now, random: Double.random(in: 0...1))
+        let (teardown, attempts): (Machine.Teardown, Int) = shared.withLock { s in
+            (s.machine.connectFailed(error, now: .now, random: Double.random(in: 0...1)), s.machine.failedAttempts)
         }
-        for (level, message) in teardownLogs(teardown, failure: error) {
+        for (level, message) in teardownLogs(teardown, failure: error, attempts: attempts) {
             logger.log(level: level, "\(message)", metadata: ["redis.endpoint": "\(endpoint)"])
         }
         perform(teardown)
@@ -901,15 +903,15 @@ final class RESPConnection: Sendable {
             shared.withLock { s in s.machine.reauthenticationAbandoned(now: .now) }
             return
         }
-        var write: Session?
+        var write: (session: Session, bytes: [UInt8])?
         var flush: Session?
         shared.withLock { s in
             guard s.session === session else { return }
             switch s.machine.reauthenticate(credentials: credentials, now: .now) {
             case .write:
-                if !session.ioOwned {
+                if !session.ioOwned, let bytes = s.machine.takeOutput() {
                     session.ioOwned = true
-                    write = session
+                    write = (session, bytes)
                 }
             case .flushSoon:
                 flush = session
@@ -923,7 +925,7 @@ final class RESPConnection: Sendable {
             s.idleTicks = 0
         }
         logger.debug("re-authenticating", metadata: ["redis.endpoint": "\(endpoint)"])
-        if let write { runIO(write, read: false, write: true) }
+        if let write { runIO(write.session, read: false, taken: write.bytes) }
         if let flush { loop.execute { [self] in requestedFlush(flush) } }
     }
 
@@ -1022,16 +1024,16 @@ final class RESPConnection: Sendable {
     /// Runs every few milliseconds while requests are in flight (always, for a
     /// subscriber): deadlines and keep-alives.
     private func tick() {
-        var write: Session?
+        var write: (session: Session, bytes: [UInt8])?
         var flush: Session?
         var rearm = true
         let now = ContinuousClock.now
         let result: Machine.TickResult = shared.withLock { s in
             let result = s.machine.tick(now: now)
             if result.teardown == nil, result.write, let session = s.session {
-                if !session.ioOwned {
+                if !session.ioOwned, let bytes = s.machine.takeOutput() {
                     session.ioOwned = true
-                    write = session
+                    write = (session, bytes)
                 } else {
                     flush = session
                 }
@@ -1041,7 +1043,7 @@ final class RESPConnection: Sendable {
             } else {
                 s.idleTicks += 1
             }
-            if s.machine.phase == .closed || s.idleTicks >= idleTickLimit {
+            if s.machine.phaseKind == .closed || s.idleTicks >= idleTickLimit {
                 s.timerArmed = false
                 rearm = false
             }
@@ -1049,7 +1051,7 @@ final class RESPConnection: Sendable {
         }
         fail(result.failed)
         if let error = result.teardown { teardownCurrent(error) }
-        if let write { runIO(write, read: false, write: true) }
+        if let write { runIO(write.session, read: false, taken: write.bytes) }
         if let flush { loop.execute { [self] in requestedFlush(flush) } }
         if rearm { scheduleTick() }
     }
@@ -1062,16 +1064,16 @@ final class Session: IOHandler, @unchecked Sendable {
     let connection: RESPConnection
     let parser: RESPParser
     let readBuffer: UnsafeMutableRawBufferPointer
+    // The fields below are guarded by the connection's lock or owned by the I/O owner
+    // (never both at once): no dynamic exclusivity checks on the hot path.
     /// Set once, before the session is published to the connection's state.
-    var registration: IORegistration?
+    @exclusivity(unchecked) var registration: IORegistration?
     /// The I/O token: guarded by the connection's lock.
-    var ioOwned = false
-    /// Guarded by the connection's lock.
-    var socketWritable = false
+    @exclusivity(unchecked) var ioOwned = false
     /// Whether writability is watched (the I/O owner's).
-    var writableArmed = false
+    @exclusivity(unchecked) var writableArmed = false
     /// Replies parsed by the I/O owner, delivered under the lock.
-    var replies: [RESPReply] = []
+    @exclusivity(unchecked) var replies: [RESPReply] = []
 
     init(stream: any RESPByteStream, connection: RESPConnection) throws(RESPError) {
         self.stream = stream
@@ -1088,8 +1090,7 @@ final class Session: IOHandler, @unchecked Sendable {
     /// Feeds received bytes to the parser and collects the complete replies.
     func parse(_ bytes: UnsafeRawBufferPointer) -> RESPError? {
         do {
-            try parser.feed(bytes)
-            while let reply = try parser.next() { replies.append(reply) }
+            try parser.parse(bytes, into: &replies)
             return nil
         } catch {
             return error
