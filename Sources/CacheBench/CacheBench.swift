@@ -18,8 +18,9 @@ struct CacheBench: AsyncParsableCommand {
             hiredis redisCommandArgv), redis_get (our client), pg_select_raw (synchronous libpq \
             PQexecPrepared by primary key), pg_select (our client), cache_hit, cache_miss (entry \
             deleted before each find), and with --concurrency tasks redis_get_concurrent and \
-            cache_hit_concurrent; when redis-benchmark and pgbench are on PATH, also \
-            redis_benchmark_get_c50 and pgbench_select_c1 against the same servers. Then the \
+            cache_hit_concurrent; with a TLS URL, redis_get_tls and redis_get_tls_concurrent; when \
+            redis-benchmark and pgbench are on PATH, also redis_benchmark_get_c50, \
+            redis_benchmark_get_tls_c50 and pgbench_select_c1 against the same servers. Then the \
             ratios the project targets. Use a release build (`make bench`).
             """)
 
@@ -28,6 +29,9 @@ struct CacheBench: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-url"), help: "Redis URL (default: $REDIS_URL).")
     var redisURL: String?
+
+    @Option(name: .customLong("redis-tls-url"), help: "Redis URL over TLS, rediss:// (default: $REDIS_TLS_URL, trusting $DEV_SERVICES_TLS_DIR/ca.crt); without one the TLS rows are skipped.")
+    var redisTLSURL: String?
 
     @Option(help: "Measured operations per sequential benchmark (after the warm-up).")
     var iterations: Int = 20_000
@@ -67,7 +71,8 @@ struct CacheBench: AsyncParsableCommand {
             throw ValidationError("no Redis: pass --redis-url or set REDIS_URL (`make bench` does both)")
         }
         let settings = Settings(
-            databaseURL: databaseURL, redisURL: redisURL, iterations: iterations, warmup: warmup,
+            databaseURL: databaseURL, redisURL: redisURL,
+            redisTLSURL: benchTLSURL(option: redisTLSURL, environment: environment), iterations: iterations, warmup: warmup,
             concurrency: concurrency, seconds: seconds, rows: rows, external: !noExternal)
         // Measure off the main actor: every await would otherwise hop back to it.
         let results = try await Task.detached { try await Bench(settings: settings).run() }.value
@@ -82,6 +87,7 @@ struct CacheBench: AsyncParsableCommand {
 struct Settings: Sendable {
     var databaseURL: String
     var redisURL: String
+    var redisTLSURL: String?
     var iterations: Int
     var warmup: Int
     var concurrency: Int
