@@ -215,7 +215,7 @@ final class TLSSocketStream: RESPByteStream, @unchecked Sendable {
             case .endOfFile:
                 return .endOfFile
             case .failed(let code):
-                return .failed(.connection(IOError(operation: "write to \(endpoint)", code: code).description))
+                return .failed(explainFailedWrite(code))
             }
         }
     }
@@ -224,6 +224,25 @@ final class TLSSocketStream: RESPByteStream, @unchecked Sendable {
         transform.shutdown()
         _ = flush()
         Socket.close(fd)
+    }
+
+    /// A write the peer reset: a TLS server that refuses the session (a missing client
+    /// certificate, in TLS 1.3 only known after the client's handshake is done) sends
+    /// an alert and closes, and the client's next write meets the reset. The alert may
+    /// already be in the socket: read it, so that the error says why.
+    private func explainFailedWrite(_ code: Int32) -> RESPError {
+        let plain = RESPError.connection(IOError(operation: "write to \(endpoint)", code: code).description)
+        guard case .transferred(let n) = Socket.read(fd, into: cipherIn), n > 0 else { return plain }
+        transform.receive(UnsafeRawBufferPointer(rebasing: cipherIn[..<n]))
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 1)
+        defer { scratch.deallocate() }
+        while true {
+            switch transform.read(into: scratch) {
+            case .failed(let failure): return RESPError(tls: failure, endpoint: endpoint)
+            case .bytes: continue
+            case .needsInput, .closed: return plain
+            }
+        }
     }
 }
 

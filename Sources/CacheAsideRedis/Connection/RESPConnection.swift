@@ -71,6 +71,12 @@ final class RESPConnection: Sendable {
         /// except every 64th, which probes whether it pays again.
         var pollingScore = 1.0
         var pollingProbe = 0
+        /// Commands submitted on this connection, and the count until which nobody
+        /// polls: set ahead whenever a command finds others in flight. Tasks that share
+        /// a connection keep it busy; one of them polling the socket in a moment of
+        /// calm would only burn a thread the others need.
+        var submits = 0
+        var quietFrom = 0
     }
 
     let configuration: RESPConfiguration
@@ -87,6 +93,8 @@ final class RESPConnection: Sendable {
     /// True while the connection is open, handshaken and has nothing in flight: a hint
     /// (read without the lock) that the polling fast path may apply.
     private let idle = Atomic<Bool>(false)
+    /// Set when a command joins others in flight: a polling caller then stops polling.
+    private let othersWaiting = Atomic<Bool>(false)
     /// False while the connection waits to reconnect (or is closed): a client prefers
     /// another connection then. Read without the lock, as a hint.
     let available = Atomic<Bool>(true)
@@ -138,8 +146,8 @@ final class RESPConnection: Sendable {
             let refused: RESPError? = shared.withLock { s in
                 // The mailbox must be free: a caller that stopped polling may not have
                 // collected its reply from it yet.
-                guard s.mailbox == nil, s.machine.phaseKind == .open, s.machine.handshakeDone, s.machine.inFlight.isEmpty,
-                    !s.machine.writeScheduled, let session = s.session, !session.ioOwned
+                guard s.submits >= s.quietFrom, s.mailbox == nil, s.machine.phaseKind == .open, s.machine.handshakeDone,
+                    s.machine.inFlight.isEmpty, !s.machine.writeScheduled, let session = s.session, !session.ioOwned
                 else { return nil }
                 if s.pollingScore < 0.5 {
                     s.pollingProbe &+= 1
@@ -150,6 +158,8 @@ final class RESPConnection: Sendable {
                 switch s.machine.submit(id: id, waiter: .polling(id), replies: replies, pipeline: pipeline, now: now, encode: encode) {
                 case .write:
                     guard let bytes = s.machine.takeOutput() else { return nil }
+                    s.submits &+= 1
+                    othersWaiting.store(false, ordering: .relaxed)
                     session.ioOwned = true
                     fast = (session, bytes)
                     idle.store(false, ordering: .relaxed)
@@ -190,6 +200,11 @@ final class RESPConnection: Sendable {
         var write: (session: Session, bytes: [UInt8])?
         var flush: Session?
         let action: Machine.SubmitAction = shared.withLock { s in
+            s.submits &+= 1
+            if !s.machine.inFlight.isEmpty {
+                s.quietFrom = s.submits &+ 64
+                othersWaiting.store(true, ordering: .relaxed)
+            }
             let action = s.machine.submit(
                 id: id, waiter: .continuation(continuation), replies: replies, pipeline: pipeline, now: now, encode: encode)
             switch action {
@@ -259,7 +274,9 @@ final class RESPConnection: Sendable {
                     return try result.get()
                 }
             }
-            if clock.now >= deadline || Task.isCancelled { break }
+            // Another command came while this one is polled for: the connection is
+            // shared, so leave the socket to the loop.
+            if othersWaiting.load(ordering: .relaxed) || clock.now >= deadline || Task.isCancelled { break }
         }
         // The window passed: give the socket back to the loop and wait.
         shared.withLock { s in s.pollingScore *= 0.875 }
@@ -326,16 +343,40 @@ final class RESPConnection: Sendable {
     /// Readiness of the session's socket, on the loop thread.
     fileprivate func ioReady(_ session: Session, _ events: IOEvents) {
         let writable = events.contains(.writable)
+        let readable = events.contains(.readable) || events.contains(.hangup)
         let taken: [UInt8]?? = shared.withLock { s in
-            guard s.session === session, !session.ioOwned else { return .none }
+            guard s.session === session else { return .none }
+            guard !session.ioOwned else {
+                // Someone else owns the socket and will read it. Level-triggered
+                // readiness would be reported again at once, and the loop would spin
+                // until the owner lets go: stop watching readability meanwhile; the
+                // owner watches it again when it lets go.
+                if readable, !session.readDeferred {
+                    session.readDeferred = true
+                    applyInterest(session)
+                }
+                return .none
+            }
             session.ioOwned = true
             if writable { s.machine.writable() }
             return .some(writable && !session.stream.hasPendingOutput ? s.machine.takeOutput() : nil)
         }
-        // Someone else owns the socket: they read and write it; a readiness that is
-        // left over is reported again (level-triggered).
         guard case .some(let bytes) = taken else { return }
-        runIO(session, read: events.contains(.readable) || events.contains(.hangup), taken: bytes, flushStream: writable)
+        runIO(session, read: readable, taken: bytes, flushStream: writable)
+    }
+
+    /// Sets what the loop watches on the session's socket: readability (unless
+    /// deferred while another thread owns the socket) and writability (while the
+    /// socket is full). Under the lock, so that the two never race.
+    private func applyInterest(_ session: Session) {
+        var interest: IOEvents = session.readDeferred ? [] : .readable
+        if session.writableArmed { interest.insert(.writable) }
+        do {
+            try session.registration?.setInterest(interest)
+        } catch {
+            // The descriptor is gone (the session is being torn down): nothing to watch.
+            logger.debug("cannot change what the loop watches: \(error)", metadata: ["redis.endpoint": "\(endpoint)"])
+        }
     }
 
     /// A flush requested by a caller whose command joined replies in flight.
@@ -394,6 +435,9 @@ final class RESPConnection: Sendable {
         }
         var next = taken
         var read = read
+        // A caller's thread writes a few rounds at most, then leaves the rest to the
+        // loop: it has a task to get back to.
+        var rounds = loop.inLoop ? Int.max : 3
         while true {
             if let bytes = next, step.failure == nil {
                 write(session, bytes, into: &step)
@@ -402,7 +446,8 @@ final class RESPConnection: Sendable {
                 step.failure = readOnce(session)
                 read = false
             }
-            next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome) }
+            rounds -= 1
+            next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome, keepWriting: rounds > 0) }
             step.written = nil
             if next == nil { break }
         }
@@ -459,7 +504,9 @@ final class RESPConnection: Sendable {
     /// Under the lock: records the owner's write, delivers its replies, tears the
     /// session down on failure (or closes it once drained), and, when `release`, hands
     /// the owner the output that accumulated (nil: the token was given back).
-    private func performLocked(_ s: inout Shared, _ step: inout Step, release: Bool, into outcome: inout DeliverOutcome) -> [UInt8]? {
+    private func performLocked(
+        _ s: inout Shared, _ step: inout Step, release: Bool, into outcome: inout DeliverOutcome, keepWriting: Bool = true
+    ) -> [UInt8]? {
         let session = step.session
         guard s.session === session else {
             // Torn down meanwhile (by a timeout or a close): the owner closes the socket.
@@ -517,13 +564,22 @@ final class RESPConnection: Sendable {
         }
         idle.store(s.machine.inFlight.isEmpty && s.machine.handshakeDone && s.mailbox == nil, ordering: .relaxed)
         guard release else { return nil }
-        if !step.watchWritable, let bytes = s.machine.takeOutput() {
-            // Commands that accumulated while the replies were awaited go out before
-            // their callers resume, so the server works on them meanwhile.
-            return bytes
+        if !step.watchWritable, !s.machine.output.isEmpty {
+            if keepWriting, let bytes = s.machine.takeOutput() {
+                // Commands that accumulated while the replies were awaited go out
+                // before their callers resume, so the server works on them meanwhile.
+                return bytes
+            }
+            if !keepWriting { outcome.extra.flushLater = session }
         }
         if s.machine.output.isEmpty { s.machine.flushFoundNothing() }
         session.ioOwned = false
+        if session.readDeferred {
+            // The loop saw the socket readable meanwhile: watch it again (the data is
+            // still there, so the loop is told at once).
+            session.readDeferred = false
+            applyInterest(session)
+        }
         if session.stream.hasBufferedInput { outcome.extra.drainLater = session }
         return nil
     }
@@ -532,10 +588,12 @@ final class RESPConnection: Sendable {
     private func releaseIO(_ session: Session) {
         var step = Step(session: session)
         var outcome = DeliverOutcome(connection: self)
-        var next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome) }
+        var rounds = 2
+        var next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome, keepWriting: rounds > 0) }
         while let bytes = next {
             write(session, bytes, into: &step)
-            next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome) }
+            rounds -= 1
+            next = shared.withLock { s in performLocked(&s, &step, release: true, into: &outcome, keepWriting: rounds > 0) }
             step.written = nil
         }
         outcome.resume()
@@ -543,14 +601,12 @@ final class RESPConnection: Sendable {
 
     /// Turns the socket's writability reports on or off (the owner's).
     private func watchWritable(_ session: Session, _ on: Bool) -> RESPError? {
-        guard session.writableArmed != on, let registration = session.registration else { return nil }
-        do {
-            try registration.setInterest(on ? [.readable, .writable] : .readable)
+        guard session.writableArmed != on, session.registration != nil else { return nil }
+        shared.withLock { _ in
             session.writableArmed = on
-            return nil
-        } catch {
-            return .connection("cannot watch the socket to \(endpoint): \(error)")
+            applyInterest(session)
         }
+        return nil
     }
 
     private func closedError(_ session: Session) -> RESPError {
@@ -584,6 +640,7 @@ final class RESPConnection: Sendable {
             var closeSession: Session?
             var reauthTimer: Session?
             var drainLater: Session?
+            var flushLater: Session?
         }
 
         init(connection: RESPConnection) {
@@ -627,6 +684,10 @@ final class RESPConnection: Sendable {
             if let session = rare.drainLater {
                 let connection = self.connection
                 connection.loop.execute { connection.drainBuffered(session) }
+            }
+            if let session = rare.flushLater {
+                let connection = self.connection
+                connection.loop.execute { connection.requestedFlush(session) }
             }
         }
     }
@@ -1070,8 +1131,11 @@ final class Session: IOHandler, @unchecked Sendable {
     @exclusivity(unchecked) var registration: IORegistration?
     /// The I/O token: guarded by the connection's lock.
     @exclusivity(unchecked) var ioOwned = false
-    /// Whether writability is watched (the I/O owner's).
+    /// Whether writability is watched: set by the I/O owner, under the lock.
     @exclusivity(unchecked) var writableArmed = false
+    /// Readability is not watched because another thread owned the socket when it was
+    /// reported: guarded by the connection's lock.
+    @exclusivity(unchecked) var readDeferred = false
     /// Replies parsed by the I/O owner, delivered under the lock.
     @exclusivity(unchecked) var replies: [RESPReply] = []
 
