@@ -114,7 +114,13 @@ let package = Package(
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
         .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS", "IOLoop"]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CacheAsideTLS", "CHiredis", "ProcessRunner", "TestSupport"]),
+        .testTarget(
+            name: "RedisTests",
+            dependencies: [
+                "CacheAsideRedis", "CacheAsideTLS", "CHiredis", "ProcessRunner", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "CacheAsideTests",
             dependencies: [

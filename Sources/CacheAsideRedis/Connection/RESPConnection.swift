@@ -68,7 +68,7 @@ final class RESPConnection: Sendable {
         var nextTaskID: UInt64 = 0
         /// How often a poll got its reply within the window lately (a moving average of
         /// wins, 1 for a win and 0 for a loss). Below one half, callers stop polling,
-        /// except every 64th, which probes whether it pays again.
+        /// except every 16th, which probes whether it pays again.
         var pollingScore = 1.0
         var pollingProbe = 0
         /// Commands submitted on this connection, and the count until which nobody
@@ -151,7 +151,7 @@ final class RESPConnection: Sendable {
                 else { return nil }
                 if s.pollingScore < 0.5 {
                     s.pollingProbe &+= 1
-                    if s.pollingProbe & 63 != 0 {
+                    if s.pollingProbe & 15 != 0 {
                         return nil
                     }
                 }
@@ -207,6 +207,8 @@ final class RESPConnection: Sendable {
             }
             let action = s.machine.submit(
                 id: id, waiter: .continuation(continuation), replies: replies, pipeline: pipeline, now: now, encode: encode)
+            // This caller waits for the loop: it must watch the socket.
+            if let session = s.session { watchReadable(session) }
             switch action {
             case .fail:
                 return action
@@ -303,7 +305,10 @@ final class RESPConnection: Sendable {
                         s.mailbox = nil
                         return mailbox.result
                     }
-                    if s.machine.replaceWaiter(id: id, with: .continuation(continuation)) { return nil }
+                    if s.machine.replaceWaiter(id: id, with: .continuation(continuation)) {
+                        if let session = s.session { watchReadable(session) }
+                        return nil
+                    }
                     return .failure(CancellationError())
                 }
                 if let result { continuation.resume(with: result) }
@@ -363,6 +368,13 @@ final class RESPConnection: Sendable {
         }
         guard case .some(let bytes) = taken else { return }
         runIO(session, read: readable, taken: bytes, flushStream: writable)
+    }
+
+    /// Watches readability again after it was deferred (under the lock).
+    private func watchReadable(_ session: Session) {
+        guard session.readDeferred else { return }
+        session.readDeferred = false
+        applyInterest(session)
     }
 
     /// Sets what the loop watches on the session's socket: readability (unless
@@ -574,11 +586,13 @@ final class RESPConnection: Sendable {
         }
         if s.machine.output.isEmpty { s.machine.flushFoundNothing() }
         session.ioOwned = false
-        if session.readDeferred {
-            // The loop saw the socket readable meanwhile: watch it again (the data is
-            // still there, so the loop is told at once).
-            session.readDeferred = false
-            applyInterest(session)
+        if session.readDeferred && !s.machine.inFlight.isEmpty {
+            // The loop saw the socket readable meanwhile and replies are awaited: watch
+            // it again (the data is still there, so the loop is told at once). With
+            // nothing in flight (a polling caller got its reply), it stays unwatched:
+            // the next polling caller needs no loop, and whoever waits on the loop
+            // (a suspended caller, or the timer within a tick) watches it again.
+            watchReadable(session)
         }
         if session.stream.hasBufferedInput { outcome.extra.drainLater = session }
         return nil
@@ -968,6 +982,7 @@ final class RESPConnection: Sendable {
         var flush: Session?
         shared.withLock { s in
             guard s.session === session else { return }
+            watchReadable(session)
             switch s.machine.reauthenticate(credentials: credentials, now: .now) {
             case .write:
                 if !session.ioOwned, let bytes = s.machine.takeOutput() {
@@ -1090,6 +1105,9 @@ final class RESPConnection: Sendable {
         var rearm = true
         let now = ContinuousClock.now
         let result: Machine.TickResult = shared.withLock { s in
+            // A connection left unwatched by polling callers is watched again within a
+            // tick (so that a server closing it while idle is noticed).
+            if let session = s.session, !session.ioOwned { watchReadable(session) }
             let result = s.machine.tick(now: now)
             if result.teardown == nil, result.write, let session = s.session {
                 if !session.ioOwned, let bytes = s.machine.takeOutput() {
