@@ -29,10 +29,15 @@ import Synchronization
 /// **Polling for the reply.** A caller whose command went out on an idle connection,
 /// alone, polls the socket for its reply for a short while
 /// (``RESPConfiguration/replyPollingWindow``) before it suspends: a reply that comes
-/// within it reaches the caller without a thread hop or a wake-up. Only one request is in
-/// flight then, so nobody waits behind the poll; a window that passes without the
-/// reply turns polling off for a growing number of requests (a slow or distant server,
-/// a loaded machine), and a reply within the window turns it back on.
+/// within it reaches the caller without a thread hop or a wake-up, as with a blocking C
+/// client. Nobody waits behind the poll (nothing else is in flight), and it stops as
+/// soon as another command arrives. Polling backs off: a command that finds others in
+/// flight turns it off on that connection for the next 64 commands (tasks that share a
+/// connection keep it busy, and a poll would only burn a thread they need), and while
+/// fewer than half of the recent polls got their reply in time (a distant or overloaded
+/// server), only every 16th command polls. While a caller owns the socket, the loop
+/// stops watching its readability (level-triggered readiness would otherwise make it
+/// spin); it watches it again when someone waits on the loop, and within a timer tick.
 ///
 /// **Fairness.** The loop reads at most one 64 KiB buffer per readiness report; the
 /// socket stays readable (level-triggered) and the loop comes back after a turn of the
@@ -772,7 +777,7 @@ final class RESPConnection: Sendable {
         switch teardown.next {
         case .reconnect:
             available.store(true, ordering: .relaxed)
-            startConnect(alreadyConnecting: true)
+            startConnect()
         case .backoff(let until, _):
             available.store(false, ordering: .relaxed)
             loop.schedule(at: until) { [self] in backoffExpired() }
@@ -820,7 +825,7 @@ final class RESPConnection: Sendable {
 
     // MARK: - Connecting
 
-    private func startConnect(alreadyConnecting: Bool = true) {
+    private func startConnect() {
         let id: UInt64 = shared.withLock { s in
             s.nextTaskID += 1
             return s.nextTaskID
@@ -897,7 +902,7 @@ final class RESPConnection: Sendable {
             handshake = s.machine.takeOutput()
             if !s.timerArmed {
                 s.timerArmed = true
-                scheduleTickLocked()
+                scheduleTick()
             }
             s.idleTicks = 0
             return action
@@ -996,7 +1001,7 @@ final class RESPConnection: Sendable {
             }
             if !s.timerArmed {
                 s.timerArmed = true
-                scheduleTickLocked()
+                scheduleTick()
             }
             s.idleTicks = 0
         }
@@ -1090,10 +1095,6 @@ final class RESPConnection: Sendable {
     // MARK: - Timer
 
     private func scheduleTick() {
-        loop.schedule(after: tickInterval) { [self] in tick() }
-    }
-
-    private func scheduleTickLocked() {
         loop.schedule(after: tickInterval) { [self] in tick() }
     }
 
