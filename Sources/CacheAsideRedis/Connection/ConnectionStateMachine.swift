@@ -82,7 +82,6 @@ struct ConnectionStateMachine: Sendable {
         var kind: Kind
         var remaining: Int
         var deadline: Instant
-        var collected: ReplyCollector?
     }
 
     /// A request waiting for a connection, with its own encoded bytes (so that a
@@ -126,6 +125,10 @@ struct ConnectionStateMachine: Sendable {
     private(set) var inFlight = RequestQueue()
     /// Bytes for the current socket not yet handed to the writer.
     private(set) var output: [UInt8] = []
+    /// The replies gathered so far by the oldest request, a pipeline. Appended to in
+    /// place (a copy per reply once made a long pipeline quadratic and held the event
+    /// loop for seconds), and requests stay plain values.
+    private var gathered: [RESPReply] = []
     /// Requests waiting for the next socket.
     private(set) var queued = Deque<Queued>()
     /// A writer is responsible for ``output``: the shell was told to write it (or to
@@ -380,19 +383,14 @@ struct ConnectionStateMachine: Sendable {
             guard let waiter = request.waiter else { return .none }
             return .complete(waiter, reply)
         case .pipeline:
-            let collector: ReplyCollector
-            if let existing = inFlight[0].collected {
-                collector = existing
-            } else {
-                collector = ReplyCollector(capacity: inFlight[0].remaining)
-                inFlight[0].collected = collector
-            }
-            collector.replies.append(reply)
+            // Only the oldest request gathers replies: one array, appended to in place.
+            if gathered.isEmpty { gathered.reserveCapacity(inFlight[0].remaining) }
+            gathered.append(reply)
             inFlight[0].remaining -= 1
             guard inFlight[0].remaining <= 0 else { return .none }
             let request = inFlight.removeFirst()
-            let replies = collector.replies
-            collector.replies = []
+            let replies = gathered
+            gathered = []
             if phaseKind == .open, !closeRequested, replies.contains(where: { $0.errorMessage?.hasPrefix("READONLY") == true }) {
                 phase = .draining
                 return .completeAndDrain(request.waiter, .array(replies))
@@ -573,6 +571,7 @@ struct ConnectionStateMachine: Sendable {
             if let waiter = request.waiter { teardown.failed.append((waiter, error)) }
         }
         inFlight.removeAll()
+        gathered = []
         output.removeAll(keepingCapacity: true)
         writeScheduled = false
         writeBlocked = false
@@ -797,15 +796,6 @@ struct ConnectionStateMachine: Sendable {
         reauthInFlight = false
         authenticatedAt = now
     }
-}
-
-/// The replies of one pipeline, gathered in order. A reference, so that appending to it
-/// while its request sits in the FIFO never copies what was collected (a copy per reply
-/// made a long pipeline quadratic and held the event loop for seconds). Used only under
-/// the connection's lock.
-final class ReplyCollector: @unchecked Sendable {
-    var replies: [RESPReply] = []
-    init(capacity: Int) { replies.reserveCapacity(capacity) }
 }
 
 extension RESPError {

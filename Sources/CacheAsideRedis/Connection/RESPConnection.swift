@@ -258,11 +258,14 @@ final class RESPConnection: Sendable {
         write(session, bytes, into: &step)
         let deadline = start + pollingWindow
         let clock = ContinuousClock()
+        var attempts = 0
         while true {
-            if step.failure == nil {
-                step.failure = readOnce(session)
+            var failed = step.failure != nil
+            if !failed, let error = readOnce(session) {
+                step.failure = error
+                failed = true
             }
-            if step.written != nil || step.failure != nil || !session.replies.isEmpty {
+            if step.written != nil || failed || !session.replies.isEmpty {
                 var outcome = DeliverOutcome(connection: self)
                 let result = shared.withLock { s -> Result<RESPReply, any Error>? in
                     performLocked(&s, &step, release: false, into: &outcome)
@@ -282,8 +285,11 @@ final class RESPConnection: Sendable {
                 }
             }
             // Another command came while this one is polled for: the connection is
-            // shared, so leave the socket to the loop.
-            if othersWaiting.load(ordering: .relaxed) || clock.now >= deadline || Task.isCancelled { break }
+            // shared, so leave the socket to the loop. The clock and cancellation are
+            // looked at every fourth attempt (each attempt is a system call already).
+            if othersWaiting.load(ordering: .relaxed) { break }
+            attempts &+= 1
+            if attempts & 3 == 0, clock.now >= deadline || Task.isCancelled { break }
         }
         // The window passed: give the socket back to the loop and wait.
         shared.withLock { s in s.pollingScore *= 0.875 }
