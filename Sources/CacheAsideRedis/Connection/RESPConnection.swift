@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import CacheAsideTLS
 import IOLoop
 import Logging
@@ -288,6 +295,10 @@ final class RESPConnection: Sendable {
             // shared, so leave the socket to the loop. The clock and cancellation are
             // looked at every fourth attempt (each attempt is a system call already).
             if othersWaiting.load(ordering: .relaxed) { break }
+            // Let another thread run on this core meanwhile, if one is waiting (the
+            // server itself, on a machine with few cores): a blocking client's wait
+            // frees its core for the server; a poll must not keep it.
+            sched_yield()
             attempts &+= 1
             if attempts & 3 == 0, clock.now >= deadline || Task.isCancelled { break }
         }
