@@ -101,7 +101,7 @@ struct ExtraRedisServer: Sendable {
                     pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
                 }
                 if let pid, accepts(port: port) { return ExtraRedisServer(port: port, directory: directory, pid: pid) }
-                if let pid, kill(pid, 0) != 0 { break }  // it died (the port was taken, say)
+                if let pid, !isAlive(pid) { break }  // it died (the port was taken, say)
                 try await Task.sleep(for: .milliseconds(20))
             }
             let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
@@ -116,10 +116,10 @@ struct ExtraRedisServer: Sendable {
     func stop() async {
         _ = kill(pid, SIGTERM)
         let deadline = ContinuousClock.now + .seconds(20)
-        while kill(pid, 0) == 0 && ContinuousClock.now < deadline {
+        while isAlive(pid) && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        if kill(pid, 0) == 0 { _ = kill(pid, SIGKILL) }
+        if isAlive(pid) { _ = kill(pid, SIGKILL) }
         try? FileManager.default.removeItem(at: directory)
     }
 
@@ -130,6 +130,16 @@ struct ExtraRedisServer: Sendable {
 
     /// A `redis://` URL for a plain-text server.
     var plainURL: String { "redis://localhost:\(port)/0" }
+}
+
+/// Whether process `pid` runs. A zombie (exited, not yet reaped by whoever adopted the
+/// daemon) counts as gone: its sockets are closed.
+private func isAlive(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0 else { return false }
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let afterName = stat.split(separator: ")", maxSplits: 1).last
+    else { return true }
+    return afterName.dropFirst().first != "Z"
 }
 
 private func which(_ name: String) -> String? {

@@ -2,8 +2,9 @@ import CacheAsideRedis
 import TestSupport
 import Testing
 
-/// Servers that answer but refuse writes, each an extra `redis-server` of its own.
-@Suite struct ServerRefusalTests {
+/// Servers that answer but refuse writes, each an extra `redis-server` of its own, one
+/// at a time.
+@Suite(.serialized) struct ServerRefusalTests {
     /// After a failover, the old primary's address answers writes with READONLY: the
     /// caller gets an error that counts as unavailability, and the connection is
     /// reopened (resolving the name again), so writes work once the address leads to a
