@@ -130,10 +130,16 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
-        .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS"]),
+        .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS", "IOLoop"]),
         .testTarget(name: "AWSTests", dependencies: ["CacheAsideAWS"], resources: [.copy("Vectors")]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
-        .testTarget(name: "RedisTests", dependencies: ["CacheAsideRedis", "CHiredis", "TestSupport"]),
+        .testTarget(
+            name: "RedisTests",
+            dependencies: [
+                "CacheAsideRedis", "CacheAsideTLS", "CHiredis", "ProcessRunner", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "MemoryTests", dependencies: ["CacheAsideMemory", "MemoryBench", "IOLoop", "ProcessRunner"]),
         .testTarget(
             name: "CacheAsideTests",

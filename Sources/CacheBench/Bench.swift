@@ -162,6 +162,8 @@ struct Bench: Sendable {
             _ = try await repository.find(Int64(i % Int(hot)) + 1)
         }))
 
+        results += try await tlsRows(plain: redis, valueKey: valueKey, value: Array(sampleValue))
+
         // The servers' own tools, against the same servers.
         if settings.external {
             if let r = try await ExternalTools.redisBenchmark(config: redisConfig, key: valueKey, value: Array(sampleValue), seconds: settings.seconds, redis: redis) {
@@ -195,7 +197,7 @@ struct Bench: Sendable {
 
     /// Runs `raw` and `ours` in alternating rounds (5 each) after a warm-up of both, so
     /// that drift on a shared machine affects both alike.
-    private func interleaved(
+    func interleaved(
         raw: @Sendable (Int) async throws -> Latencies,
         ours: @Sendable (Int) async throws -> Latencies,
         label: String
@@ -241,7 +243,7 @@ struct Bench: Sendable {
         return l.result(elapsed: busy)
     }
 
-    private func concurrent(_ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Result {
+    func concurrent(_ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Result {
         let duration = Duration.milliseconds(Int64(settings.seconds * 1000))
         // Warm-up: a short burst.
         let warmEnd = ContinuousClock.now + .milliseconds(300)

@@ -18,10 +18,11 @@ struct CacheBench: AsyncParsableCommand {
             hiredis redisCommandArgv), redis_get (our client), pg_select_raw (synchronous libpq \
             PQexecPrepared by primary key), pg_select (our client), cache_hit, cache_miss (entry \
             deleted before each find), and with --concurrency tasks redis_get_concurrent and \
-            cache_hit_concurrent, pg_select_concurrent (16 tasks, default pool); decode_entry (the entry \
-            codec alone; decode_entry_foundation with JSONDecoder), lease_fill and \
-            lease_wait_cross_process (a reader in a second runtime waits for the first one's fill); when \
-            redis-benchmark and pgbench are on PATH, also redis_benchmark_get_c50, \
+            cache_hit_concurrent, pg_select_concurrent (16 tasks, default pool); with a TLS URL, \
+            redis_get_tls and redis_get_tls_concurrent; decode_entry (the entry codec alone; \
+            decode_entry_foundation with JSONDecoder), lease_fill and lease_wait_cross_process (a \
+            reader in a second runtime waits for the first one's fill); when redis-benchmark and \
+            pgbench are on PATH, also redis_benchmark_get_c50, redis_benchmark_get_tls_c50, \
             pgbench_select_c1 and pgbench_select_c8 against the same servers, and when \
             Benchmarks/PostgresNIOBench is built (`make bench` builds it), the same SELECT on \
             PostgresNIO (pg_select_postgresnio, pg_select_concurrent_postgresnio). Then the \
@@ -33,6 +34,9 @@ struct CacheBench: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-url"), help: "Redis URL (default: $REDIS_URL).")
     var redisURL: String?
+
+    @Option(name: .customLong("redis-tls-url"), help: "Redis URL over TLS, rediss:// (default: $REDIS_TLS_URL, trusting $DEV_SERVICES_TLS_DIR/ca.crt); without one the TLS rows are skipped.")
+    var redisTLSURL: String?
 
     @Option(help: "Measured operations per sequential benchmark (after the warm-up).")
     var iterations: Int = 20_000
@@ -72,7 +76,8 @@ struct CacheBench: AsyncParsableCommand {
             throw ValidationError("no Redis: pass --redis-url or set REDIS_URL (`make bench` does both)")
         }
         let settings = Settings(
-            databaseURL: databaseURL, redisURL: redisURL, iterations: iterations, warmup: warmup,
+            databaseURL: databaseURL, redisURL: redisURL,
+            redisTLSURL: benchTLSURL(option: redisTLSURL, environment: environment), iterations: iterations, warmup: warmup,
             concurrency: concurrency, seconds: seconds, rows: rows, external: !noExternal)
         // Measure off the main actor: every await would otherwise hop back to it.
         let results = try await Task.detached { try await Bench(settings: settings).run() }.value
@@ -87,6 +92,7 @@ struct CacheBench: AsyncParsableCommand {
 struct Settings: Sendable {
     var databaseURL: String
     var redisURL: String
+    var redisTLSURL: String?
     var iterations: Int
     var warmup: Int
     var concurrency: Int

@@ -1,4 +1,5 @@
 import CacheAsideRedis
+import CacheAsideTLS
 import Testing
 
 /// URL parsing and the configuration's description: pure logic, no server.
@@ -21,6 +22,10 @@ import Testing
         #expect(c.commandTimeout == .seconds(1))
         #expect(c.connectionCount == 2)
         #expect(c.reconnectBackoffMinimum < c.reconnectBackoffMaximum)
+        #expect(c.replyPollingWindow == .microseconds(50))
+        #expect(c.reauthenticationInterval == .seconds(3600))
+        #expect(c.credentialsProvider == nil)
+        #expect(c.tls == nil)
     }
 
     @Test func passwordOnlyMeansTheDefaultUser() throws {
@@ -54,13 +59,60 @@ import Testing
         #expect(withAuth.database == 0)
     }
 
+    @Test func redissMeansTLSVerifiedAgainstTheSystemCAs() throws {
+        let c = try RESPConfiguration(url: "rediss://app:pw@cache.example.internal:6380/2")
+        #expect(c.endpoint == .tcp(host: "cache.example.internal", port: 6380))
+        #expect(c.database == 2)
+        let tls = try #require(c.tls)
+        #expect(tls.trustRoots == .system)
+        #expect(tls.verification == .full)
+        #expect(tls.certificateChainFile == nil)
+        #expect(tls.serverName == nil)
+        #expect(c.description == "rediss://app:***@cache.example.internal:6380/2")
+        #expect(try RESPConfiguration(url: "redis://h:1/0").tls == nil)
+    }
+
+    @Test func redissOptionsNameTheCAClientCertificateServerNameAndTheInsecureOptOut() throws {
+        let c = try RESPConfiguration(url: "rediss://app:pw@10.0.0.7:6379?tls_ca_file=/etc/ca%20dir/ca.pem&tls_cert_file=/etc/c.crt&tls_key_file=/etc/c.key&tls_server_name=cache.example.internal&db=3")
+        let tls = try #require(c.tls)
+        #expect(tls.trustRoots == .file("/etc/ca dir/ca.pem"))
+        #expect(tls.certificateChainFile == "/etc/c.crt")
+        #expect(tls.privateKeyFile == "/etc/c.key")
+        #expect(tls.serverName == "cache.example.internal")
+        #expect(tls.verification == .full)
+        #expect(c.database == 3)
+        #expect(c.description.contains("tls_server_name=cache.example.internal"))
+        #expect(!c.description.contains("pw"))
+
+        let insecure = try RESPConfiguration(url: "rediss://h:1/0?tls_insecure_skip_verify=true")
+        #expect(insecure.tls?.verification == .insecureNoVerification)
+        #expect(insecure.description.contains("tls_insecure_skip_verify=true"))
+        #expect(try RESPConfiguration(url: "rediss://h:1/0?tls_insecure_skip_verify=false").tls?.verification == .full)
+    }
+
+    @Test func tlsFilesThatCannotBeLoadedAreAConfigurationErrorAtClientCreation() throws {
+        let missing = try RESPConfiguration(url: "rediss://h:1/0?tls_ca_file=/nonexistent/ca.pem")
+        do {
+            _ = try RESPClient(configuration: missing)
+            Issue.record("accepted a CA file that does not exist")
+        } catch {
+            #expect(error.kind == .configuration)
+            #expect(error.message.contains("/nonexistent/ca.pem"))
+        }
+        let halfClient = try RESPConfiguration(url: "rediss://h:1/0?tls_cert_file=/nonexistent/c.crt")
+        #expect(throws: RESPError.self) { try RESPClient(configuration: halfClient) }
+    }
+
     @Test func acceptsDatabaseAsQueryParameter() throws {
         let c = try RESPConfiguration(url: "redis://h:1?db=4")
         #expect(c.database == 4)
     }
 
     @Test(arguments: [
-        ("rediss://u:pw@h:6379/0", "TLS"),
+        ("rediss://u:pw@h:6379/0?tls_bogus=1", "unsupported TLS parameter"),
+        ("redis://u:pw@h:6379/0?tls_ca_file=/x", "not a rediss:// URL"),
+        ("rediss://h:6379/0?tls_insecure_skip_verify=maybe", "true or false"),
+        ("rediss://h:6379/0?tls_ca_file=", "no value"),
         ("http://h:6379", "scheme"),
         ("h:6379", "not a Redis URL"),
         ("redis://h:0/0", "port"),
@@ -97,7 +149,7 @@ import Testing
         for bad in [
             "redis://cacheaside:\(secret)@h:99999/0",
             "redis://cacheaside:\(secret)@h:6379/x",
-            "rediss://cacheaside:\(secret)@h:6379/0",
+            "rediss://cacheaside:\(secret)@h:6379/0?tls_nope=1",
             "redis://\(secret)@h:6379/0",
             "ftp://cacheaside:\(secret)@h/0",
         ] {

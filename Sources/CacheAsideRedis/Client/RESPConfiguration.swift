@@ -1,11 +1,13 @@
-/// Where a ``RESPClient`` connects, how it authenticates, and its timeouts.
+import CacheAsideTLS
+
+/// Where a ``RESPClient`` connects, how it authenticates and encrypts, and its timeouts.
 ///
 /// Usually made from a URL:
 ///
 /// ```swift
-/// var configuration = try RESPConfiguration(url: "redis://cacheaside:secret@127.0.0.1:6379/0")
+/// var configuration = try RESPConfiguration(url: "rediss://app:secret@cache.example.internal:6379/0")
 /// configuration.commandTimeout = .milliseconds(250)
-/// let client = RESPClient(configuration: configuration)
+/// let client = try RESPClient(configuration: configuration)
 /// ```
 ///
 /// Its ``description`` never shows the password.
@@ -37,6 +39,21 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
     public var password: String?
     /// The logical database selected with `SELECT` on every connect (0 sends none).
     public var database: Int
+    /// TLS for the connection (`rediss://`); `nil` for plain text. The default
+    /// ``TLSClientConfiguration`` verifies the server against the system's CAs and
+    /// checks its name. A TLS failure is an error of kind ``RESPError/Kind/tls``, never
+    /// a fallback to plain text.
+    public var tls: TLSClientConfiguration?
+    /// Credentials asked for at every connect and every re-authentication, instead of
+    /// ``username`` and ``password`` (rotated passwords, ElastiCache IAM tokens).
+    public var credentialsProvider: RESPCredentialsProvider?
+    /// With a ``credentialsProvider``: how often an open connection authenticates again
+    /// with fresh credentials (`AUTH` on the connection, between commands). ElastiCache
+    /// closes IAM-authenticated connections that have not authenticated again within 12
+    /// hours. Subscriber connections cannot re-authenticate (RESP2 allows no `AUTH`
+    /// while subscribed); they authenticate afresh when they reconnect. `nil`: never.
+    /// Default: 1 hour.
+    public var reauthenticationInterval: Duration? = .seconds(3600)
 
     /// How long opening a connection may take: TCP connect plus `AUTH` and `SELECT`.
     /// Default: 2 seconds.
@@ -62,13 +79,26 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// reconnect, commands routed to it fail at once with a connection error rather
     /// than waiting. Default: 2 seconds.
     public var reconnectBackoffMaximum: Duration = .seconds(2)
+    /// How long a caller whose command went out alone on an idle connection polls the
+    /// socket for its reply before it suspends. A reply within this window reaches the
+    /// caller with no thread hop and no wake-up (on loopback or within an availability
+    /// zone, a GET's round trip is well under it); a window that passes without the
+    /// reply turns polling off for a growing number of commands, so a distant or
+    /// overloaded server costs little. Never more than one caller per connection polls,
+    /// and never on the event loop's thread. `.zero` turns polling off. Default: 50
+    /// microseconds.
+    public var replyPollingWindow: Duration = .microseconds(50)
 
     /// Creates a configuration from its parts.
-    public init(endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0) {
+    public init(
+        endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0,
+        tls: TLSClientConfiguration? = nil
+    ) {
         self.endpoint = endpoint
         self.username = username
         self.password = password
         self.database = database
+        self.tls = tls
     }
 
     /// Parses a Redis URL:
@@ -78,9 +108,18 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
     ///   an IPv6 address goes in brackets: `redis://[::1]:6379`;
     /// - `unix://[[user]:password@]/path/to/redis.sock[?db=N]`.
     ///
-    /// User and password are percent-decoded (`%40` for `@`, `%3A` for `:`).
-    /// `rediss://` (TLS) is not supported yet and is rejected rather than connected in
-    /// plain text.
+    /// - `rediss://...` (same form): TLS, verified against the system's CAs, with these
+    ///   query parameters (values percent-decoded):
+    ///   - `tls_ca_file=PATH`: trust the CAs in this PEM file instead;
+    ///   - `tls_cert_file=PATH` and `tls_key_file=PATH`: a client certificate and its
+    ///     key (mutual TLS);
+    ///   - `tls_server_name=NAME`: the name the server's certificate must carry, and the
+    ///     SNI sent, when it differs from the host;
+    ///   - `tls_insecure_skip_verify=true`: NO verification of the server at all (any
+    ///     certificate, any name): development only.
+    ///
+    /// User and password are percent-decoded (`%40` for `@`, `%3A` for `:`). `db` is
+    /// understood as a query parameter too.
     ///
     /// - Throws: ``RESPError`` of kind ``RESPError/Kind/configuration`` that says
     ///   what is wrong (never quoting the password).
@@ -91,30 +130,53 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
         var rest = Substring(url[schemeEnd.upperBound...])
 
-        // Query string: only `db` is understood.
+        switch scheme {
+        case "redis", "unix", "rediss":
+            break
+        default:
+            throw .configuration("unsupported URL scheme '\(scheme)' in \(Self.redacted(url)) (expected redis://, rediss:// or unix://)")
+        }
+        if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
+
+        // Query string: `db`, and the TLS options of rediss://.
         var queryDatabase: Int?
+        var tls: TLSClientConfiguration? = scheme == "rediss" ? TLSClientConfiguration() : nil
         if let q = rest.firstIndex(of: "?") {
             let query = rest[rest.index(after: q)...]
             rest = rest[..<q]
             for pair in query.split(separator: "&") where !pair.isEmpty {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let name = parts[0]
-                let value = parts.count > 1 ? String(parts[1]) : ""
-                guard name == "db" else {
-                    throw .configuration("unsupported parameter '\(name)' in Redis URL \(Self.redacted(url)) (only 'db' is understood)")
+                let name = String(parts[0])
+                let value = try Self.percentDecode(parts.count > 1 ? parts[1] : "", what: "parameter '\(name)'", url: url)
+                if name == "db" {
+                    queryDatabase = try Self.parseDatabase(value, url: url)
+                    continue
                 }
-                queryDatabase = try Self.parseDatabase(value, url: url)
+                guard name.hasPrefix("tls_") else {
+                    throw .configuration("unsupported parameter '\(name)' in Redis URL \(Self.redacted(url)) (understood: db, and for rediss:// tls_ca_file, tls_cert_file, tls_key_file, tls_server_name, tls_insecure_skip_verify)")
+                }
+                guard tls != nil else {
+                    throw .configuration("'\(name)' is a TLS option but \(Self.redacted(url)) is not a rediss:// URL")
+                }
+                guard !value.isEmpty else {
+                    throw .configuration("the parameter '\(name)' in Redis URL \(Self.redacted(url)) has no value")
+                }
+                switch name {
+                case "tls_ca_file": tls?.trustRoots = .file(value)
+                case "tls_cert_file": tls?.certificateChainFile = value
+                case "tls_key_file": tls?.privateKeyFile = value
+                case "tls_server_name": tls?.serverName = value
+                case "tls_insecure_skip_verify":
+                    switch value.lowercased() {
+                    case "true", "1", "yes": tls?.verification = .insecureNoVerification
+                    case "false", "0", "no": tls?.verification = .full
+                    default:
+                        throw .configuration("tls_insecure_skip_verify in Redis URL \(Self.redacted(url)) must be true or false, not '\(value)'")
+                    }
+                default:
+                    throw .configuration("unsupported TLS parameter '\(name)' in Redis URL \(Self.redacted(url)) (understood: tls_ca_file, tls_cert_file, tls_key_file, tls_server_name, tls_insecure_skip_verify)")
+                }
             }
-        }
-        if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
-
-        switch scheme {
-        case "redis", "unix":
-            break
-        case "rediss":
-            throw .configuration("rediss:// (TLS) is not supported yet: refusing to connect to \(Self.redacted(url)) without encryption")
-        default:
-            throw .configuration("unsupported URL scheme '\(scheme)' in \(Self.redacted(url)) (expected redis:// or unix://)")
         }
 
         // User information: everything before the last '@' of the authority (unix:
@@ -144,6 +206,9 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
             }
             guard path.count > 1 else {
                 throw .configuration("unix:// URL \(Self.redacted(url)) has no socket path")
+            }
+            guard tls == nil else {
+                throw .configuration("TLS over a Unix socket is not supported: \(Self.redacted(url))")
             }
             self.init(endpoint: .unix(path: String(path)), username: username, password: password, database: queryDatabase ?? 0)
             return
@@ -193,7 +258,7 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
             }
             database = queryDatabase
         }
-        self.init(endpoint: .tcp(host: String(host), port: port), username: username, password: password, database: database)
+        self.init(endpoint: .tcp(host: String(host), port: port), username: username, password: password, database: database, tls: tls)
     }
 
     /// The URL without the password: `redis://user:***@host:port/db`.
@@ -204,7 +269,14 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
         }
         switch endpoint {
         case .tcp:
-            return "redis://\(userInfo)\(endpoint)/\(database)"
+            guard let tls else { return "redis://\(userInfo)\(endpoint)/\(database)" }
+            var options: [String] = []
+            if case .file(let path) = tls.trustRoots { options.append("tls_ca_file=\(path)") }
+            if let file = tls.certificateChainFile { options.append("tls_cert_file=\(file)") }
+            if let file = tls.privateKeyFile { options.append("tls_key_file=\(file)") }
+            if let name = tls.serverName { options.append("tls_server_name=\(name)") }
+            if tls.verification == .insecureNoVerification { options.append("tls_insecure_skip_verify=true") }
+            return "rediss://\(userInfo)\(endpoint)/\(database)" + (options.isEmpty ? "" : "?" + options.joined(separator: "&"))
         case .unix(let path):
             return "unix://\(userInfo)\(path)" + (database != 0 ? "?db=\(database)" : "")
         }
@@ -219,6 +291,15 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
         }
         guard reconnectBackoffMinimum > .zero, reconnectBackoffMaximum >= reconnectBackoffMinimum else {
             throw .configuration("reconnect backoff must satisfy 0 < minimum <= maximum")
+        }
+        guard replyPollingWindow >= .zero, replyPollingWindow <= .milliseconds(10) else {
+            throw .configuration("replyPollingWindow must be between zero and 10 ms (is \(replyPollingWindow))")
+        }
+        if let interval = reauthenticationInterval, interval <= .zero {
+            throw .configuration("reauthenticationInterval must be positive")
+        }
+        if tls != nil, case .unix = endpoint {
+            throw .configuration("TLS over a Unix socket is not supported")
         }
     }
 

@@ -134,7 +134,7 @@ extension RESPClient {
             }
         }
         let connection = RESPConnection(
-            configuration: configuration, role: .subscriber(channels: channels, patterns: patterns, sink: sink),
+            configuration: configuration, tls: tls, role: .subscriber(channels: channels, patterns: patterns, sink: sink),
             loop: loop, logger: logger)
         continuation.onTermination = { [weak connection] _ in connection?.closeNow() }
         do {

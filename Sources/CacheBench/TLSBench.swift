@@ -1,0 +1,110 @@
+import CacheAsideRedis
+import Foundation
+
+/// The TLS rows: our client over `rediss://` (sequential and concurrent) and
+/// `redis-benchmark --tls` against the same TLS server, in the same run.
+///
+/// The TLS URL comes from `--redis-tls-url`, else `REDIS_TLS_URL` (what
+/// `scripts/dev-services` prints; `make bench` runs through `scripts/with-services`,
+/// which exports it). A URL without `tls_ca_file` trusts the dev-services CA in
+/// `DEV_SERVICES_TLS_DIR` when that is set, else the system's CAs. Without a TLS URL the
+/// rows are skipped.
+extension Bench {
+    /// `redis_get_tls`, interleaved in rounds with the plain client's GET (whose
+    /// figures are printed for comparison), and `redis_get_tls_concurrent`.
+    func tlsRows(plain: RESPClient, valueKey: String, value: [UInt8]) async throws -> [(String, Result)] {
+        guard let url = settings.redisTLSURL else {
+            progress("no TLS URL (--redis-tls-url or REDIS_TLS_URL): skipping redis_get_tls, redis_get_tls_concurrent, redis_benchmark_get_tls_c50")
+            return []
+        }
+        let configuration = try RESPConfiguration(url: url)
+        let tls = try RESPClient(configuration: configuration)
+        defer { Task { await tls.shutdown() } }
+        // The same value, written through the TLS server (the same Redis as REDIS_URL
+        // for dev-services; another one otherwise).
+        try await tls.set(valueKey, to: value, expiration: .seconds(3600))
+
+        var rows: [(String, Result)] = []
+        let pair = try await interleaved(
+            raw: { n in
+                var l = Latencies()
+                let clock = ContinuousClock()
+                for _ in 0..<n {
+                    let t = clock.now
+                    _ = try await plain.get(valueKey)
+                    l.record(clock.now - t)
+                }
+                return l
+            },
+            ours: { n in
+                var l = Latencies()
+                let clock = ContinuousClock()
+                for _ in 0..<n {
+                    let t = clock.now
+                    _ = try await tls.get(valueKey)
+                    l.record(clock.now - t)
+                }
+                return l
+            },
+            label: "redis_get (plain) and redis_get_tls")
+        progress(String(format: "redis_get (plain, in the TLS rounds): p50 %.1f µs; redis_get_tls: p50 %.1f µs", pair.raw.p50Micros, pair.ours.p50Micros))
+        rows.append(("redis_get_tls", pair.ours))
+
+        progress("redis_get_tls_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
+        rows.append(("redis_get_tls_concurrent", try await concurrent { _ in _ = try await tls.get(valueKey) }))
+
+        if settings.external,
+            let r = try await ExternalTools.redisBenchmarkTLS(config: configuration, value: value, seconds: settings.seconds, redis: tls)
+        {
+            rows.append(("redis_benchmark_get_tls_c50", r))
+        }
+        return rows
+    }
+}
+
+extension ExternalTools {
+    /// `redis-benchmark --tls -t get -c 50` against the TLS server, trusting the same CA
+    /// (and presenting the same client certificate) as the client.
+    static func redisBenchmarkTLS(config: RESPConfiguration, value: [UInt8], seconds: Double, redis: RESPClient) async throws -> Result? {
+        guard let tool = which("redis-benchmark") else {
+            progress("redis-benchmark not on PATH: skipping redis_benchmark_get_tls_c50")
+            return nil
+        }
+        guard case .tcp(let host, let port) = config.endpoint, let tls = config.tls else { return nil }
+        let benchKey = "key:__rand_int__"
+        _ = try await redis.set(benchKey, to: value, expiration: .seconds(600))
+        defer { Task { _ = try? await redis.del([benchKey]) } }
+        let requests = max(10_000, Int(100_000 * seconds))
+        var arguments = ["-h", host, "-p", String(port), "--tls", "-t", "get", "-c", "50", "-n", String(requests), "--csv"]
+        switch tls.trustRoots {
+        case .file(let path): arguments += ["--cacert", path]
+        case .system: break
+        }
+        if let certificate = tls.certificateChainFile, let key = tls.privateKeyFile { arguments += ["--cert", certificate, "--key", key] }
+        if let name = tls.serverName { arguments += ["--sni", name] }
+        if tls.verification == .insecureNoVerification { arguments += ["--insecure"] }
+        if let password = config.password {
+            if let user = config.username { arguments += ["--user", user] }
+            arguments += ["-a", password]
+        }
+        if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
+        progress("redis-benchmark --tls -t get -c 50 -n \(requests) ...")
+        let output = try await run(tool, arguments)
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
+            progress("redis-benchmark --tls printed no GET line: \(output.prefix(300))")
+            return nil
+        }
+        let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
+        guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
+        return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
+    }
+}
+
+/// The TLS URL cache-bench uses: `--redis-tls-url`, else `REDIS_TLS_URL` with the
+/// dev-services CA (`DEV_SERVICES_TLS_DIR/ca.crt`) unless the URL names a CA itself.
+func benchTLSURL(option: String?, environment: [String: String]) -> String? {
+    if let option { return option }
+    guard let url = environment["REDIS_TLS_URL"], !url.isEmpty else { return nil }
+    guard !url.contains("tls_ca_file="), let directory = environment["DEV_SERVICES_TLS_DIR"], !directory.isEmpty else { return url }
+    return url + (url.contains("?") ? "&" : "?") + "tls_ca_file=\(directory)/ca.crt"
+}
