@@ -14,8 +14,8 @@ import CacheAsideRedis
 /// | `invalidate` | `SET key tombstone PX ttl` per key; where refused for memory, `DEL key` |
 /// | `listenForFills` | `SUBSCRIBE channel` on a connection of its own |
 ///
-/// Scripts unknown to the server (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) are
-/// sent again with `EVAL`. Each script touches one key, so each call fits a cluster
+/// Scripts unknown to the server (`NOSCRIPT`, after a restart, a failover or `SCRIPT
+/// FLUSH`) are loaded by the client, which sends the command again. Each script touches one key, so each call fits a cluster
 /// slot; `PUBLISH` from a script reaches every node's subscribers.
 package struct RedisCacheStore: CacheStore {
     package let redis: RESPClient
@@ -29,8 +29,8 @@ package struct RedisCacheStore: CacheStore {
 
     package func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?] {
         do {
-            if keys.count == 1 { return [try await redis.get(keys[0])] }
-            return try await redis.mget(keys)
+            if keys.count == 1 { return [try await redis.execute(.get(keys[0]))] }
+            return try await redis.execute(.mget(keys))
         } catch {
             throw Self.classify(error)
         }
@@ -38,58 +38,62 @@ package struct RedisCacheStore: CacheStore {
 
     package func read(_ key: String) async throws(CacheStoreError) -> [UInt8]? {
         do {
-            return try await redis.get(key)
+            return try await redis.execute(.get(key))
         } catch {
             throw Self.classify(error)
         }
     }
 
     package func lease(_ requests: [LeaseRequest]) async throws(CacheStoreError) -> [LeaseReply] {
-        let replies = try await runScripts(Scripts.lease, requests.map { r in
-            ([r.key], [r.expected ?? [], r.lease, Array(String(r.ttlMilliseconds).utf8)])
+        let replies = try await runScripts(requests.map { r in
+            .evalSHA(Scripts.lease, keys: [r.key], arguments: [r.expected ?? [], r.lease, Array(String(r.ttlMilliseconds).utf8)])
         })
         return replies.map(Self.leaseReply)
     }
 
     package func markWaited(_ requests: [WaitRequest]) async throws(CacheStoreError) -> [LeaseReply] {
-        let replies = try await runScripts(Scripts.markWaited, requests.map { r in
-            ([r.key], [r.lease.plainBytes, r.lease.waitedBytes])
+        let replies = try await runScripts(requests.map { r in
+            .evalSHA(Scripts.markWaited, keys: [r.key], arguments: [r.lease.plainBytes, r.lease.waitedBytes])
         })
         return replies.map(Self.leaseReply)
     }
 
     package func fill(_ requests: [FillRequest]) async throws(CacheStoreError) -> [FillReply] {
-        let replies = try await runScripts(Scripts.fill, requests.map { r in
-            ([r.key], [r.lease.plainBytes, r.lease.waitedBytes, r.entry, Array(String(r.ttlMilliseconds).utf8), Array(channel.utf8)])
+        let replies = try await runScripts(requests.map { r in
+            .evalSHA(
+                Scripts.fill, keys: [r.key],
+                arguments: [r.lease.plainBytes, r.lease.waitedBytes, r.entry, Array(String(r.ttlMilliseconds).utf8), Array(channel.utf8)])
         })
         return replies.map { reply in
-            if case .error(let message) = reply { return .refused(Self.classify(message)) }
-            return reply.integer == 1 ? .filled : .leaseGone
+            switch reply {
+            case .failure(let error): return .refused(error)
+            case .success(let value): return value.integer == 1 ? .filled : .leaseGone
+            }
         }
     }
 
     package func release(_ requests: [WaitRequest]) async throws(CacheStoreError) {
-        _ = try await runScripts(Scripts.release, requests.map { r in
-            ([r.key], [r.lease.plainBytes, r.lease.waitedBytes, Array(channel.utf8)])
+        _ = try await runScripts(requests.map { r in
+            .evalSHA(Scripts.release, keys: [r.key], arguments: [r.lease.plainBytes, r.lease.waitedBytes, Array(channel.utf8)])
         })
     }
 
     package func invalidate(_ requests: [InvalidationRequest]) async throws(CacheStoreError) -> [InvalidationReply] {
         do {
             let replies = try await redis.pipeline(requests.map { r in
-                [Array("SET".utf8), Array(r.key.utf8), r.tombstone, Array("PX".utf8), Array(String(r.ttlMilliseconds).utf8)]
+                RESPCommands.SET(r.key, to: r.tombstone, expiration: .milliseconds(Int(r.ttlMilliseconds)))
             })
             var result: [InvalidationReply] = replies.map { reply in
-                if case .error(let message) = reply { return .refused(Self.classify(message)) }
+                if case .failure(let error) = reply { return .refused(Self.classify(error)) }
                 return .tombstoned
             }
             // A server out of memory refuses the tombstone but accepts DEL.
             let fallback = result.indices.filter { isOutOfMemory(result[$0]) }
             if !fallback.isEmpty {
-                let deleted = try await redis.pipeline(fallback.map { [Array("DEL".utf8), Array(requests[$0].key.utf8)] })
+                let deleted = try await redis.pipeline(fallback.map { RESPCommands.DEL([requests[$0].key]) })
                 for (n, i) in fallback.enumerated() {
-                    if case .error(let message) = deleted[n] {
-                        result[i] = .refused(Self.classify(message))
+                    if case .failure(let error) = deleted[n] {
+                        result[i] = .refused(Self.classify(error))
                     } else {
                         result[i] = .deleted
                     }
@@ -131,48 +135,35 @@ package struct RedisCacheStore: CacheStore {
 
     // MARK: - Scripts
 
-    /// Runs one script per request: `EVALSHA` alone for one request, else pipelined;
-    /// scripts the server does not know are sent again with their source.
-    private func runScripts(_ script: RESPScript, _ calls: [([String], [[UInt8]])]) async throws(CacheStoreError) -> [RESPReply] {
+    /// Runs scripts: one `EVALSHA` alone, several in one pipeline (the client loads a
+    /// script the server does not know and sends its command again). An error reply is
+    /// that key's refusal; a failure of the whole call throws.
+    private func runScripts(_ calls: [RESPCommands.EVALSHA]) async throws(CacheStoreError) -> [Result<RESPReply, CacheStoreError>] {
         do {
             if calls.count == 1 {
                 do {
-                    return [try await redis.evalSHA(script, keys: calls[0].0, arguments: calls[0].1)]
+                    return [.success(try await redis.execute(calls[0]))]
                 } catch let error as RESPError where error.isServerError {
-                    return [.error(error.message)]
+                    return [.failure(Self.classify(error))]
                 }
             }
-            var replies = try await redis.pipeline(calls.map { Self.eval(script, keys: $0.0, arguments: $0.1, withSource: false) })
-            let unknown = replies.indices.filter { replies[$0].errorMessage?.hasPrefix("NOSCRIPT") == true }
-            if !unknown.isEmpty {
-                let again = try await redis.pipeline(unknown.map { Self.eval(script, keys: calls[$0].0, arguments: calls[$0].1, withSource: true) })
-                for (n, i) in unknown.enumerated() { replies[i] = again[n] }
+            return try await redis.pipeline(calls).map { reply in
+                reply.mapError { Self.classify($0) }
             }
-            return replies
         } catch {
             throw Self.classify(error)
         }
     }
 
-    private static func eval(_ script: RESPScript, keys: [String], arguments: [[UInt8]], withSource: Bool) -> [[UInt8]] {
-        var command: [[UInt8]] = [
-            Array((withSource ? "EVAL" : "EVALSHA").utf8),
-            Array((withSource ? script.source : script.sha1).utf8),
-            Array(String(keys.count).utf8),
-        ]
-        command.append(contentsOf: keys.map { Array($0.utf8) })
-        command.append(contentsOf: arguments)
-        return command
-    }
-
     /// A lease script's reply: 1 (granted), a bulk string (what the key holds), 0
     /// (nothing), or an error.
-    private static func leaseReply(_ reply: RESPReply) -> LeaseReply {
+    private static func leaseReply(_ reply: Result<RESPReply, CacheStoreError>) -> LeaseReply {
         switch reply {
-        case .integer(1): return .granted
-        case .bulkString(let bytes): return .holds(bytes)
-        case .error(let message): return .refused(classify(message))
-        default: return .holds(nil)
+        case .failure(let error): return .refused(error)
+        case .success(.integer(1)): return .granted
+        case .success(.bulkString(let bytes)): return .holds(bytes)
+        case .success(.error(let message)): return .refused(classify(message))
+        case .success: return .holds(nil)
         }
     }
 
@@ -183,8 +174,20 @@ package struct RedisCacheStore: CacheStore {
         if let error = error as? CacheStoreError { return error }
         if error is CancellationError { return CacheStoreError(.cancelled, "cancelled") }
         guard let redisError = error as? RESPError else { return CacheStoreError(.unavailable, "\(error)") }
-        if redisError.isServerError { return classify(redisError.message) }
-        return CacheStoreError(.unavailable, redisError.description)
+        guard redisError.isServerError else { return CacheStoreError(.unavailable, redisError.description) }
+        switch redisError.serverErrorPrefix {
+        case "READONLY": return CacheStoreError(.readOnly, redisError.message)
+        case "OOM": return CacheStoreError(.outOfMemory, redisError.message)
+        case "MISCONF": return CacheStoreError(.misconfigured, redisError.message)
+        case "LOADING": return CacheStoreError(.loading, redisError.message)
+        default:
+            // A script's error carries the refusal inside its text on older servers.
+            let byText = classify(redisError.message)
+            if byText.kind != .rejected { return byText }
+            // Other refusals the client knows (NOREPLICAS, MASTERDOWN, BUSY, ...): the
+            // server cannot serve now, which a breaker counts.
+            return redisError.isUnavailable ? CacheStoreError(.unavailable, redisError.message) : byText
+        }
     }
 
     /// What a server error reply means. A script's error carries the refusal inside
