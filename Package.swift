@@ -131,7 +131,9 @@ let package = Package(
         ),
         .testTarget(name: "IOLoopTests", dependencies: ["IOLoop"]),
         .testTarget(name: "TLSTests", dependencies: ["CacheAsideTLS", "IOLoop"]),
-        .testTarget(name: "AWSTests", dependencies: ["CacheAsideAWS"], resources: [.copy("Vectors")]),
+        .testTarget(
+            name: "AWSTests", dependencies: ["CacheAsideAWS", "CacheAsidePostgres", "CacheAsideRedis"],
+            resources: [.copy("Vectors")]),
         .testTarget(name: "PostgresTests", dependencies: ["CacheAsidePostgres", "CLibpq", "TestSupport"]),
         .testTarget(
             name: "RedisTests",

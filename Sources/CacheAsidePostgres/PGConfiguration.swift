@@ -84,13 +84,12 @@ public struct PGConfiguration: Sendable, CustomStringConvertible, CustomDebugStr
     ///
     /// ```swift
     /// var config = try PGConfiguration(url: "postgres://app@mydb.abc123.eu-west-1.rds.amazonaws.com:5432/app?sslmode=verify-full&sslrootcert=/etc/ssl/rds-global-bundle.pem")
-    /// config.credentialsProvider = { request in
-    ///     // A SigV4-presigned "connect" action of service "rds-db" for this host, port
-    ///     // and user, made with the current AWS credentials.
-    ///     let token = try await tokenGenerator.authenticationToken(
-    ///         host: request.host ?? "", port: request.port ?? 5432, user: request.user ?? "")
-    ///     return PGCredentials(password: token)
-    /// }
+    /// // CacheAsideAWS: a SigV4-presigned "connect" action of service "rds-db" for this
+    /// // host, port and user, signed anew with the current AWS credentials at every call.
+    /// let rds = try RDSAuthTokenGenerator(
+    ///     hostname: "mydb.abc123.eu-west-1.rds.amazonaws.com", port: 5432,
+    ///     username: "app", region: "eu-west-1")
+    /// config.credentialsProvider = { _ in PGCredentials(password: try await rds.generateToken()) }
     /// ```
     public var credentialsProvider: (@Sendable (PGCredentialsRequest) async throws -> PGCredentials)?
 
