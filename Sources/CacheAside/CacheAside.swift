@@ -320,6 +320,12 @@ public final class CacheAside: Sendable {
 
     // MARK: - Keyspaces
 
+    /// The in-process tier of a keyspace and schema version, if a repository made one:
+    /// for tests and diagnostics.
+    func memoryTier(keyspace: String, schemaVersion: Int = 1) -> MemoryTierBase? {
+        memoryTiers.withLock { $0[KeyspaceID(name: keyspace, schemaVersion: schemaVersion)] }
+    }
+
     /// The state of a keyspace and schema version, under `policy`, for repositories
     /// of `Entity` (whose in-process tier, if the policy has one, holds `Entity`).
     func keyspace<Entity: Sendable>(

@@ -17,7 +17,9 @@ import Synchronization
 ///   keys in every tier of their keyspace. A fill whose ticket predates it is refused.
 /// - "every key" (`FLUSHDB`, `FLUSHALL`): flush every tier.
 /// - the answer to a `PING` sent at *t*: every invalidation Redis sent before it read
-///   that `PING` has been applied, so serve hits until *t* + `maximumStaleness`.
+///   that `PING` has been applied, so serve hits until *t* + `maximumStaleness`. If
+///   the trust given by the previous answer had lapsed (a heartbeat missed beyond the
+///   bound), flush every tier first.
 /// - disconnected: stop serving hits at once, and flush every tier.
 ///
 /// Writes of this process invalidate their keys here too (``invalidate(keys:)``), after
@@ -127,8 +129,17 @@ final class MemoryCoherence: Sendable {
             let age = sentAt.duration(to: .now)
             let left = settings.maximumStaleness - age
             state.withLock { s in
-                guard s.subscribed, left > .zero, let any = s.tiers.values.first?.first else { return }
-                let deadline = any.clock.now() + left
+                guard s.subscribed, let any = s.tiers.values.first?.first else { return }
+                let now = any.clock.now()
+                // A heartbeat missed beyond the bound: trust lapsed. Nothing can have
+                // been lost on an open connection, but flush anyway (what memory held
+                // is no longer vouched for), then trust from this answer.
+                if let previous = s.trustedUntil, previous <= now {
+                    s.trustedUntil = nil
+                    flushAll(s)
+                }
+                guard left > .zero else { return }
+                let deadline = now + left
                 s.trustedUntil = deadline
                 for tiers in s.tiers.values {
                     for tier in tiers { tier.trust(until: deadline) }

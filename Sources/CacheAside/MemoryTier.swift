@@ -65,6 +65,8 @@ final class MemoryTier<Entity: Sendable>: MemoryTierBase, @unchecked Sendable {
 
     override var clock: MemoryClock { store.clock }
 
+    override func holds(_ key: String) -> Bool { store.peek(key) != nil }
+
     override var statistics: MemoryStatistics { store.statistics }
 }
 
@@ -97,6 +99,8 @@ class MemoryTierBase: @unchecked Sendable {
     /// Serves no hit until the next ``trust(until:)``.
     func revokeTrust() {}
     var clock: MemoryClock { .monotonic }
+    /// Whether an entry for `key` is held (live or not), counting nothing: for tests.
+    func holds(_ key: String) -> Bool { false }
     var statistics: MemoryStatistics { MemoryStatistics() }
 }
 

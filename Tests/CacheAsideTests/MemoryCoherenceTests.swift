@@ -69,6 +69,25 @@ import Testing
         #expect(!MemoryStoreProbe.trusted(s.users.store, at: limit))
     }
 
+    @Test func anAnswerAfterTrustLapsedFlushesBeforeTrustingAgain() async {
+        let s = Setup()
+        s.coherence.handle(.subscribed)
+        // Trust for a few milliseconds only: the heartbeat then counts as missed.
+        s.coherence.handle(.pong(sentAt: ContinuousClock.now - MemoryTierCoherence().maximumStaleness + .milliseconds(5)))
+        s.fill(s.users, "app:user:1")
+        #expect(s.users.store.peek("app:user:1") != nil)
+        #expect(await eventually(timeout: .seconds(30)) { !s.users.store.isTrusted })
+        let flushes = s.users.statistics.flushes
+        s.coherence.handle(.pong(sentAt: .now))
+        #expect(s.users.store.isTrusted)
+        #expect(s.users.store.peek("app:user:1") == nil, "what memory held while trust had lapsed is dropped")
+        #expect(s.users.statistics.flushes > flushes)
+        // An answer within the trust flushes nothing.
+        s.fill(s.users, "app:user:2")
+        s.coherence.handle(.pong(sentAt: .now))
+        #expect(s.users.store.peek("app:user:2") != nil)
+    }
+
     @Test func aDisconnectionStopsHitsAtOnceAndFlushes() {
         let s = Setup()
         s.trusted(holding: ["app:user:1", "app:user:2"])
