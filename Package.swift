@@ -116,6 +116,7 @@ let package = Package(
                 "CacheAsideRedis",
                 "CLibpq",
                 "CHiredis",
+                "CMallocStatistics",
                 "ProcessRunner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
