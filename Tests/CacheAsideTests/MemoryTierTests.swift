@@ -252,6 +252,63 @@ import Testing
         await fixture.close()
     }
 
+    @Test func findManyServesFromMemoryAndSeesAnotherProcesssWrite() async throws {
+        let fixture = try await Fixture.make(rows: 4)
+        var processes: [MemoryProcess] = []
+        do {
+            let writer = try await MemoryProcess.make(fixture, mode: .tracking)
+            processes.append(writer)
+            let reader = try await MemoryProcess.make(fixture, mode: .tracking)
+            processes.append(reader)
+            let readerRepo = reader.repository(fixture)
+            let ids: [Int64] = [1, 2, 3, 4, 99]
+            // Until one find(many:) is answered by memory for every id (99 as absent).
+            let allFromMemory = await eventually(timeout: .seconds(60)) {
+                let before = reader.cache.statistics().memoryHits
+                let found = try await readerRepo.find(many: ids)
+                return found.count == 4 && reader.cache.statistics().memoryHits - before == ids.count
+            }
+            #expect(allFromMemory)
+            let table = fixture.table
+            try await writer.repository(fixture).update(3) { tx in
+                try await tx.execute("UPDATE \(table) SET version = version + 1 WHERE id = 3")
+            }
+            let key = try readerRepo.cacheKey(for: 3).entryKey
+            #expect(await eventually(timeout: .seconds(30)) { try !reader.tier().holds(key) })
+            let found = try await readerRepo.find(many: ids)
+            #expect(found[3]?.version == 2)
+            #expect(found[1]?.version == 1 && found[99] == nil && found.count == 4)
+        } catch {
+            Issue.record(error)
+        }
+        for process in processes { await process.close() }
+        await fixture.close()
+    }
+
+    @Test func aFullTierEvictsAndCountsIt() async throws {
+        let fixture = try await Fixture.make(rows: 40)
+        let small = CachePolicy(leaseTTL: testLeaseTTL, memory: MemoryTierPolicy(maximumEntries: 8, ttl: .seconds(60)))
+        let process = try await MemoryProcess.make(fixture, mode: .tracking)
+        do {
+            let repo = ItemRepository(cache: process.cache, table: fixture.table, probe: LoadProbe(), policy: small)
+            #expect(await process.servesFromMemory(repo, 1))
+            let ids = Array(Int64(1)...40)
+            _ = try await repo.find(many: ids)  // fills Redis
+            let evicted = await eventually(timeout: .seconds(30)) {
+                _ = try await repo.find(many: ids)  // Redis hits fill memory
+                return process.cache.statistics().memoryEvictions > 0
+            }
+            #expect(evicted)
+            let statistics = process.cache.statistics()
+            #expect(statistics.memoryEntries <= 8)
+            #expect(statistics.memoryEntries > 0)
+        } catch {
+            Issue.record(error)
+        }
+        await process.close()
+        await fixture.close()
+    }
+
     @Test func ownWritesPurgeMemoryBeforeTheyReturnEvenWithoutTheChannel() async throws {
         // No subscriber: memory never serves, but a write still purges it, and reads
         // go to Redis.
