@@ -75,8 +75,8 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
-        // The in-process tier's store of decoded values (groundwork: not yet wired into
-        // CacheAside), and its benchmark (hit ratio, footprint, hit cost).
+        // The in-process tier's store of decoded values (used by CacheAside's memory
+        // tiers; not a product of its own), and its benchmark (hit ratio, footprint, hit cost).
         .target(name: "CacheAsideMemory"),
         .target(name: "CMallocStatistics"),
         .executableTarget(
@@ -90,6 +90,7 @@ let package = Package(
         .target(
             name: "CacheAside",
             dependencies: [
+                "CacheAsideMemory",
                 "CacheAsidePostgres",
                 "CacheAsideRedis",
                 .product(name: "Logging", package: "swift-log"),
@@ -115,6 +116,7 @@ let package = Package(
                 "CacheAsideRedis",
                 "CLibpq",
                 "CHiredis",
+                "CMallocStatistics",
                 "ProcessRunner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import CacheAsideMemory
 import CacheAsidePostgres
 import CacheAsideRedis
 import ServiceLifecycle
@@ -14,13 +15,15 @@ extension UUID: CacheIdentifier {
 ///
 /// It owns the database client and the cache's store (Redis), the namespace every key
 /// starts with, this process's single-flight table, a circuit breaker per keyspace, the
-/// invalidations waiting to be retried, and the listener for fills announced by other
-/// processes.
+/// invalidations waiting to be retried, the listener for fills announced by other
+/// processes, and the in-process tiers of repositories that have one, with what keeps
+/// them coherent (``MemoryTierCoherence``).
 ///
 /// ## Lifecycle
 /// It is a swift-service-lifecycle `Service`: put it in a `ServiceGroup`, or run it
 /// with ``withRunning(_:)``. ``run()`` owns the background work: invalidation retries,
-/// the fill announcements subscription, and fills sent off the callers' paths. On
+/// the fill announcements subscription, fills sent off the callers' paths, and the
+/// in-process tiers' invalidation channel (memory tiers serve hits only while it runs). On
 /// graceful shutdown (or ``shutdown()``) it stops taking background work, delivers
 /// pending invalidations for at most ``shutdownTimeout``, then shuts both clients
 /// down. `find` and the writes work without `run()` (fills are then sent on the
@@ -33,7 +36,11 @@ extension UUID: CacheIdentifier {
 /// `cache_aside_database_loads_total`, `cache_aside_fail_open_reads_total`,
 /// `cache_aside_invalidation_retries_total`, `cache_aside_decode_failures_total`,
 /// `cache_aside_store_errors_total`, and the timer `cache_aside_find_duration`
-/// (dimension `path`: `hit` or `miss`). Logs go to the logger given at init: per-request
+/// (dimension `path`: `hit` or `miss`); for repositories with an in-process tier,
+/// `cache_aside_memory_hits_total`, `cache_aside_memory_misses_total`,
+/// `cache_aside_memory_evictions_total`, `cache_aside_memory_invalidations_total`
+/// (invalidations received from Redis) and `cache_aside_memory_flushes_total`. Logs go
+/// to the logger given at init: per-request
 /// events at debug level; warnings only when something changes state (a breaker opens,
 /// invalidations start failing, entries of a keyspace stop decoding).
 public final class CacheAside: Sendable {
@@ -49,15 +56,22 @@ public final class CacheAside: Sendable {
     public let logger: Logger
     /// How long a graceful shutdown keeps trying to deliver pending invalidations.
     public let shutdownTimeout: Duration
+    /// How in-process tiers learn about writes, and how stale a memory hit may be.
+    public let memoryCoherence: MemoryTierCoherence
 
     package let store: any CacheStore
     let flights = SingleFlightTable()
     let invalidations: InvalidationQueue
     let announcements = FillAnnouncements()
     let background = BackgroundWork()
+    let coherence: MemoryCoherence
+    /// Where the in-process tiers' invalidation channel is opened (nil: nowhere, and
+    /// memory tiers never serve).
+    private let subscriber: RESPClient?
     /// The first half of every lease token this runtime takes: tells its own leases.
     let leasePrefix: [UInt8]
     private let keyspaces = Mutex<[KeyspaceID: KeyspaceState]>([:])
+    private let memoryTiers = Mutex<[KeyspaceID: MemoryTierBase]>([:])
     private let lifecycle = Mutex(Lifecycle())
 
     /// Creates the runtime over a Redis client.
@@ -72,10 +86,14 @@ public final class CacheAside: Sendable {
     ///   - codec: how values are stored; JSON by default.
     ///   - shutdownTimeout: how long shutdown keeps trying to deliver pending
     ///     invalidations. Default: 5 seconds.
+    ///   - memoryCoherence: how repositories' in-process tiers (``CachePolicy/memory``)
+    ///     learn about writes: client tracking by default, or a channel writers publish
+    ///     to. Every process of a namespace must use the same.
     ///   - logger: where the runtime logs (debug for requests, warnings for changes of
     ///     state).
     /// - Throws: ``CacheError`` if the namespace is empty or uses other characters than
-    ///   `A-Z a-z 0-9 - . _`.
+    ///   `A-Z a-z 0-9 - . _`, or the coherence settings cannot hold (a heartbeat not
+    ///   shorter than the staleness bound).
     public convenience init(
         postgres: PGClient,
         redis: RESPClient,
@@ -83,16 +101,19 @@ public final class CacheAside: Sendable {
         defaultPolicy: CachePolicy = .default,
         codec: any CacheValueCodec = JSONValueCodec(),
         shutdownTimeout: Duration = .seconds(5),
+        memoryCoherence: MemoryTierCoherence = MemoryTierCoherence(),
         logger: Logger
     ) throws(CacheError) {
         try CacheKey.validate(namespace, what: "namespace")
         try self.init(
             postgres: postgres, store: RedisCacheStore(redis: redis, channel: "\(namespace):cache-aside:fills"),
             namespace: namespace, defaultPolicy: defaultPolicy, codec: codec, shutdownTimeout: shutdownTimeout,
-            logger: logger)
+            memoryCoherence: memoryCoherence, subscriber: redis, logger: logger)
     }
 
-    /// Creates the runtime over any store (tests use an in-memory one).
+    /// Creates the runtime over any store (tests use an in-memory one). With a
+    /// `subscriber`, in-process tiers get their invalidation channel there (and in
+    /// publish mode, the store's invalidations publish through it).
     package init(
         postgres: PGClient,
         store: any CacheStore,
@@ -100,31 +121,49 @@ public final class CacheAside: Sendable {
         defaultPolicy: CachePolicy = .default,
         codec: any CacheValueCodec = JSONValueCodec(),
         shutdownTimeout: Duration = .seconds(5),
+        memoryCoherence: MemoryTierCoherence = MemoryTierCoherence(),
+        subscriber: RESPClient? = nil,
         logger: Logger
     ) throws(CacheError) {
         try CacheKey.validate(namespace, what: "namespace")
+        guard memoryCoherence.heartbeatInterval > .zero, memoryCoherence.maximumStaleness > memoryCoherence.heartbeatInterval else {
+            throw .configuration("the memory tier's heartbeat interval must be positive and shorter than its maximum staleness")
+        }
+        if case .publish(let channel?) = memoryCoherence.invalidation, channel.isEmpty {
+            throw .configuration("the memory tier's invalidation channel must not be empty")
+        }
         self.postgres = postgres
-        self.store = store
         self.namespace = namespace
         self.defaultPolicy = defaultPolicy
         self.codec = codec
         self.shutdownTimeout = shutdownTimeout
+        self.memoryCoherence = memoryCoherence
+        self.subscriber = subscriber
         self.logger = logger
         self.invalidations = InvalidationQueue(logger: logger)
         var generator = SystemRandomNumberGenerator()
         self.leasePrefix = Token.hex(generator.next() as UInt64)
+        let coherence = MemoryCoherence(
+            settings: memoryCoherence, namespace: namespace, instance: String(decoding: leasePrefix, as: UTF8.self),
+            logger: logger)
+        self.coherence = coherence
+        if let subscriber, let channel = coherence.channel {
+            self.store = PublishingCacheStore(base: store, redis: subscriber, channel: channel)
+        } else {
+            self.store = store
+        }
     }
 
     /// What the cache did for one keyspace since it started.
     public func statistics(keyspace: String) -> CacheStatistics {
         keyspaces.withLock { all in
-            all.filter { $0.key.name == keyspace }.values.map(\.counters.statistics).reduce(CacheStatistics(), +)
+            all.filter { $0.key.name == keyspace }.values.map(\.statistics).reduce(CacheStatistics(), +)
         }
     }
 
     /// What the cache did for all keyspaces since it started.
     public func statistics() -> CacheStatistics {
-        keyspaces.withLock { all in all.values.map(\.counters.statistics).reduce(CacheStatistics(), +) }
+        keyspaces.withLock { all in all.values.map(\.statistics).reduce(CacheStatistics(), +) }
     }
 
     /// Invalidations that could not land yet and are being retried.
@@ -158,6 +197,9 @@ public final class CacheAside: Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { outer in
                 outer.addTask { await self.listenForFills() }
+                if let subscriber = self.subscriber {
+                    outer.addTask { await self.coherence.run(redis: subscriber) }
+                }
                 await withTaskGroup(of: Void.self) { inner in
                     inner.addTask { await self.background.run() }
                     inner.addTask { await self.invalidations.run(store: self.store) }
@@ -278,16 +320,49 @@ public final class CacheAside: Sendable {
 
     // MARK: - Keyspaces
 
-    func keyspace(_ name: String, schemaVersion: Int, policy: CachePolicy) throws(CacheError) -> KeyspaceState {
+    /// The in-process tier of a keyspace and schema version, if a repository made one:
+    /// for tests and diagnostics.
+    func memoryTier(keyspace: String, schemaVersion: Int = 1) -> MemoryTierBase? {
+        memoryTiers.withLock { $0[KeyspaceID(name: keyspace, schemaVersion: schemaVersion)] }
+    }
+
+    /// The state of a keyspace and schema version, under `policy`, for repositories
+    /// of `Entity` (whose in-process tier, if the policy has one, holds `Entity`).
+    func keyspace<Entity: Sendable>(
+        _ name: String, schemaVersion: Int, policy: CachePolicy, entity: Entity.Type
+    ) throws(CacheError) -> KeyspaceState {
         let id = KeyspaceID(name: name, schemaVersion: schemaVersion)
-        if let known = keyspaces.withLock({ $0[id] }), known.policy == policy { return known }
+        if let known = keyspaces.withLock({ $0[id] }), known.policy == policy,
+           policy.memory == nil || known.memory != nil
+        {
+            return known
+        }
         let prefix = try KeyPrefix.validated(namespace: namespace, keyspace: name, schemaVersion: schemaVersion)
-        return keyspaces.withLock { all in
-            if let state = all[id], state.policy == policy { return state }
-            let state = KeyspaceState(prefix: prefix, policy: policy, counters: all[id]?.counters, logger: logger)
+        var replaced: MemoryTierBase?
+        let state: KeyspaceState = keyspaces.withLock { all in
+            let previous = all[id]
+            if let previous, previous.policy == policy, policy.memory == nil || previous.memory != nil { return previous }
+            var memory: MemoryTierBase?
+            if let tier = policy.memory {
+                // A tier lives as long as the runtime (a state replaced by a policy
+                // without one keeps it registered, and coherent, for the next).
+                memory = memoryTiers.withLock { tiers in
+                    let entityType = ObjectIdentifier(Entity.self)
+                    if let kept = tiers[id], kept.tier == tier, kept.entityType == entityType { return kept }
+                    replaced = tiers[id]
+                    let made = MemoryTier<Entity>(keyspace: name, schemaVersion: schemaVersion, policy: policy, tier: tier)
+                    coherence.register(made)
+                    tiers[id] = made
+                    return made
+                }
+            }
+            let state = KeyspaceState(
+                prefix: prefix, policy: policy, counters: previous?.counters, memory: memory, logger: logger)
             all[id] = state
             return state
         }
+        if let replaced { coherence.unregister(replaced) }
+        return state
     }
 }
 
@@ -303,6 +378,8 @@ final class KeyspaceState: Sendable {
     let prefix: KeyPrefix
     let policy: CachePolicy
     let counters: KeyspaceCounters
+    /// The in-process tier, if the policy has one.
+    let memory: MemoryTierBase?
     let logger: Logger
     private let breaker: Mutex<CircuitBreaker>
     /// True while the breaker is closed with no failure counted: the hit path then
@@ -310,12 +387,29 @@ final class KeyspaceState: Sendable {
     private let healthy = Atomic<Bool>(true)
     private let decodeFailureLogged = Atomic<Bool>(false)
 
-    init(prefix: KeyPrefix, policy: CachePolicy, counters: KeyspaceCounters?, logger: Logger) {
+    init(prefix: KeyPrefix, policy: CachePolicy, counters: KeyspaceCounters?, memory: MemoryTierBase? = nil, logger: Logger) {
         self.prefix = prefix
         self.policy = policy
         self.counters = counters ?? KeyspaceCounters(keyspace: prefix.keyspace)
+        self.memory = memory
         self.logger = logger
         self.breaker = Mutex(CircuitBreaker(configuration: policy.circuitBreaker))
+    }
+
+    /// The counters, with the in-process tier's.
+    var statistics: CacheStatistics {
+        var statistics = counters.statistics
+        if let memory {
+            let m = memory.statistics
+            statistics.memoryHits = Int(m.hits)
+            statistics.memoryMisses = Int(m.misses + m.untrustedLookups)
+            statistics.memoryEvictions = Int(m.evictions)
+            statistics.memoryInvalidations = memory.receivedInvalidations.load(ordering: .relaxed)
+            statistics.memoryFlushes = Int(m.flushes)
+            statistics.memoryEntries = m.entries
+            statistics.memoryBytes = m.bytes
+        }
+        return statistics
     }
 
     /// Whether to call the store now.

@@ -36,6 +36,10 @@ public struct CachePolicy: Sendable, Equatable {
     public var invalidationRetryDelay: Duration
     /// Longest delay between retries of one invalidation. Default: 5 seconds.
     public var invalidationRetryMaxDelay: Duration
+    /// The in-process tier in front of Redis: decoded entities in this process's
+    /// memory, kept coherent across processes (see ``MemoryTierPolicy``). Default:
+    /// `nil`, no tier.
+    public var memory: MemoryTierPolicy?
 
     /// Creates a policy; every parameter has a default.
     public init(
@@ -48,7 +52,8 @@ public struct CachePolicy: Sendable, Equatable {
         leaseMode: LeaseMode = .overlapped,
         circuitBreaker: CircuitBreaker.Configuration = .init(),
         invalidationRetryDelay: Duration = .milliseconds(100),
-        invalidationRetryMaxDelay: Duration = .seconds(5)
+        invalidationRetryMaxDelay: Duration = .seconds(5),
+        memory: MemoryTierPolicy? = nil
     ) {
         self.ttl = ttl
         self.ttlJitter = ttlJitter
@@ -60,6 +65,7 @@ public struct CachePolicy: Sendable, Equatable {
         self.circuitBreaker = circuitBreaker
         self.invalidationRetryDelay = invalidationRetryDelay
         self.invalidationRetryMaxDelay = invalidationRetryMaxDelay
+        self.memory = memory
     }
 
     /// The default policy.

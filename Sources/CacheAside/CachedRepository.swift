@@ -1,3 +1,4 @@
+import CacheAsideMemory
 import CacheAsidePostgres
 import Synchronization
 
@@ -60,56 +61,89 @@ extension CachedRepository {
 
     /// The Redis key of `id`'s entry.
     public func cacheKey(for id: ID) throws -> CacheKey {
-        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         return state.prefix.key(for: id.cacheKeyComponent)
     }
 
     // MARK: - Reads
 
-    /// Reads one row through the cache: from Redis when it is there, else from the
-    /// database (one load per key per burst: callers in this process share one load,
-    /// and other processes wait briefly for the lease holder's fill). A missing row is
-    /// cached as absent for the policy's negative TTL.
+    /// Reads one row through the cache: from the in-process tier when the policy has
+    /// one and holds the row, else from Redis when it is there (and then keeps it in
+    /// memory), else from the database (one load per key per burst: callers in this
+    /// process share one load, and other processes wait briefly for the lease holder's
+    /// fill). A missing row is cached as absent for the policy's negative TTL.
     ///
     /// If Redis fails or is slow, the read goes to the database and succeeds.
     /// - Throws: the database's error (a `PGError`), or ``CacheError`` for a bad
     ///   keyspace.
     public func find(_ id: ID) async throws -> Entity? {
-        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         let key = state.prefix.entryKey(for: id.cacheKeyComponent)
+        // Memory first: the ticket of a miss is taken before the Redis read starts.
+        var memory: (tier: MemoryTier<Entity>, ticket: MemoryFillTicket)?
+        if let tier = state.memory(Entity.self), !cache.invalidations.contains(key) {
+            switch tier.lookup(key) {
+            case .hit(let value): return value
+            case .miss(let ticket): memory = (tier, ticket)
+            }
+        }
         // The hit path: one GET and the decoding, nothing else.
         let first: ReadCore<Entity>.FirstRead
-        switch try await cache.hit(key, state: state, as: Entity.self) {
+        switch try await cache.hit(key, state: state, as: Entity.self, memory: memory) {
         case .hit(let value): return value
         case .missed(let bytes, let since): first = .read([bytes], since: since)
         case .failed(let since): first = .failed(since: since)
         case .skipped: first = .none
         }
-        let values = try await ReadCore<Entity>(cache: cache, state: state, keys: [key]) { _ in
+        let values = try await ReadCore<Entity>(
+            cache: cache, state: state, keys: [key], memoryTickets: memory.map { [$0.ticket] }
+        ) { _ in
             [try await self.load(id, on: self.cache.postgres)]
         }.run(after: first)
         return values[0]
     }
 
-    /// Reads many rows through the cache: one `MGET` for all of them, one
-    /// ``load(many:on:)`` for the misses, and the fills sent together. Ids without a row
-    /// are left out of the result (and cached as absent).
+    /// Reads many rows through the cache: the in-process tier first (when the policy
+    /// has one), then one `MGET` for the rest, one ``load(many:on:)`` for the misses,
+    /// and the fills sent together. Ids without a row are left out of the result (and
+    /// cached as absent).
     public func find(many ids: some Sequence<ID>) async throws -> [ID: Entity] {
-        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         var unique: [ID] = []
         var seen = Set<ID>()
         for id in ids where seen.insert(id).inserted { unique.append(id) }
         if unique.isEmpty { return [:] }
-        let ordered = unique
-        let keys = ordered.map { state.prefix.entryKey(for: $0.cacheKeyComponent) }
-        let values = try await ReadCore<Entity>(cache: cache, state: state, keys: keys) { positions in
-            let wanted = positions.map { ordered[$0] }
+        var result: [ID: Entity] = [:]
+        result.reserveCapacity(unique.count)
+        var ordered = unique
+        var keys = ordered.map { state.prefix.entryKey(for: $0.cacheKeyComponent) }
+        var tickets: [MemoryFillTicket?]?
+        if let tier = state.memory(Entity.self) {
+            // Memory first; the misses' tickets are taken before the MGET starts.
+            var missedIDs: [ID] = []
+            var missedKeys: [String] = []
+            var missedTickets: [MemoryFillTicket?] = []
+            for (id, key) in zip(ordered, keys) {
+                if !cache.invalidations.contains(key), case .hit(let value) = tier.lookup(key) {
+                    if let value { result[id] = value }
+                    continue
+                }
+                missedIDs.append(id)
+                missedKeys.append(key)
+                missedTickets.append(tier.store.fillTicket(forKey: key))
+            }
+            if missedIDs.isEmpty { return result }
+            ordered = missedIDs
+            keys = missedKeys
+            tickets = missedTickets
+        }
+        let wantedIDs = ordered
+        let values = try await ReadCore<Entity>(cache: cache, state: state, keys: keys, memoryTickets: tickets) { positions in
+            let wanted = positions.map { wantedIDs[$0] }
             let rows = try await self.load(many: wanted, on: self.cache.postgres)
             return wanted.map { rows[$0] }
         }.run()
-        var result: [ID: Entity] = [:]
-        result.reserveCapacity(unique.count)
-        for (k, id) in unique.enumerated() {
+        for (k, id) in wantedIDs.enumerated() {
             if let value = values[k] { result[id] = value }
         }
         return result
@@ -135,7 +169,7 @@ extension CachedRepository {
 
     /// Like ``invalidate(_:)``, for a collection of ids.
     public func invalidate(many ids: some Sequence<ID>) async {
-        guard let state = try? cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy) else { return }
+        guard let state = try? cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self) else { return }
         let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent).entryKey }
         await cache.invalidate(keys, state: state)
     }
@@ -149,7 +183,7 @@ extension CachedRepository {
         invalidating ids: [ID],
         _ body: @Sendable (PGTransaction) async throws -> Result
     ) async throws -> Result {
-        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         let keys = ids.map { state.prefix.key(for: $0.cacheKeyComponent).entryKey }
         return try await cache.write(keys: { _ in keys }, state: state, body)
     }
@@ -178,7 +212,7 @@ extension CachedRepository {
     /// hides the new row.
     @discardableResult
     public func insert(_ body: @Sendable (PGTransaction) async throws -> ID) async throws -> ID {
-        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy)
+        let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         return try await cache.write(keys: { id in [state.prefix.key(for: id.cacheKeyComponent).entryKey] }, state: state, body)
     }
 }
@@ -197,9 +231,13 @@ enum HitOutcome<Entity: Sendable> {
 }
 
 extension CacheAside {
-    /// The hit path of a single-key `find`: a `GET` and the decoding.
+    /// The hit path of a single-key `find`: a `GET` and the decoding (and, with an
+    /// in-process tier, the fill of memory under the ticket taken before the `GET`).
     @inline(__always)
-    func hit<Entity: Decodable & Sendable>(_ key: String, state: KeyspaceState, as type: Entity.Type) async throws -> HitOutcome<Entity> {
+    func hit<Entity: Decodable & Sendable>(
+        _ key: String, state: KeyspaceState, as type: Entity.Type,
+        memory: (tier: MemoryTier<Entity>, ticket: MemoryFillTicket)? = nil
+    ) async throws -> HitOutcome<Entity> {
         guard !invalidations.contains(key), state.mayCallStore() else { return .skipped }
         let start = ContinuousClock.now
         let bytes: [UInt8]?
@@ -218,6 +256,7 @@ extension CacheAside {
             {
                 state.counters.record(.hit)
                 state.counters.hitTimer.recordInterval(since: start)
+                if let memory, let bytes { memory.tier.fill(memory.ticket, with: answer, size: bytes.count) }
                 return .hit(answer)
             }
         } catch {
@@ -265,6 +304,11 @@ extension CacheAside {
     func invalidate(_ keys: [String], state: KeyspaceState) async {
         guard !keys.isEmpty else { return }
         for key in keys { flights.forget(key) }
+        // This process's memory forgets the keys once their invalidation landed in
+        // Redis, or is queued (reads then skip the cache for them): a fill whose
+        // ticket predates this is refused, and no later read can bring the old row
+        // back into memory.
+        defer { coherence.invalidate(keys: keys) }
         guard state.mayCallStore() else {
             invalidations.enqueue(keys, keyspace: state)
             return

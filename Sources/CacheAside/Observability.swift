@@ -7,12 +7,13 @@ import Synchronization
 /// The same events are reported to swift-metrics (see ``CacheAside``), where a backend
 /// such as Prometheus or StatsD picks them up.
 public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
-    /// Reads answered by the cache: Redis (including cached "absent" entries, and
+    /// Reads answered by Redis (including cached "absent" entries, and
     /// entries another process filled while this read waited for its lease), or a fill
     /// of this process that the read found in flight and joined in memory.
     public var hits = 0
     /// Reads answered by PostgreSQL: their own load, a load they joined, or a fail-open
-    /// read. `hits + misses` is the number of reads (`find(many:)` counts each id).
+    /// read. `memoryHits + hits + misses` is the number of reads (`find(many:)` counts
+    /// each id).
     public var misses = 0
     /// Entries written by a reader holding a valid lease.
     public var fills = 0
@@ -30,6 +31,24 @@ public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
     public var decodeFailures = 0
     /// Calls to the store (Redis) that failed: unreachable, timed out, or refused.
     public var storeErrors = 0
+    /// Reads answered by the in-process tier (``CachePolicy/memory``), without Redis;
+    /// not counted in ``hits`` or ``misses``.
+    public var memoryHits = 0
+    /// Lookups of the in-process tier that found nothing to serve (no entry, or memory
+    /// not trusted at the moment) and went on to Redis.
+    public var memoryMisses = 0
+    /// Entries the in-process tier evicted to make room.
+    public var memoryEvictions = 0
+    /// Keys invalidated in the in-process tier by messages from Redis (other processes'
+    /// writes, and the echo of this process's own).
+    public var memoryInvalidations = 0
+    /// Times the in-process tier was emptied because invalidations may have been lost
+    /// (the invalidation channel dropped or was reopened, Redis was flushed).
+    public var memoryFlushes = 0
+    /// Entries the in-process tier holds now.
+    public var memoryEntries = 0
+    /// Bytes the in-process tier accounts for now (at most its bound).
+    public var memoryBytes = 0
 
     /// Zero counts.
     public init() {}
@@ -46,6 +65,13 @@ public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
         r.invalidationRetries += b.invalidationRetries
         r.decodeFailures += b.decodeFailures
         r.storeErrors += b.storeErrors
+        r.memoryHits += b.memoryHits
+        r.memoryMisses += b.memoryMisses
+        r.memoryEvictions += b.memoryEvictions
+        r.memoryInvalidations += b.memoryInvalidations
+        r.memoryFlushes += b.memoryFlushes
+        r.memoryEntries += b.memoryEntries
+        r.memoryBytes += b.memoryBytes
         return r
     }
 
@@ -53,6 +79,10 @@ public struct CacheStatistics: Sendable, Equatable, CustomStringConvertible {
         "hits \(hits), misses \(misses), fills \(fills), rejected fills \(rejectedFills), lease waits \(leaseWaits), "
             + "database loads \(databaseLoads), fail-open reads \(failOpenReads), invalidation retries \(invalidationRetries), "
             + "decode failures \(decodeFailures), store errors \(storeErrors)"
+            + (memoryHits + memoryMisses + memoryFlushes > 0
+                ? ", memory hits \(memoryHits), memory misses \(memoryMisses), memory evictions \(memoryEvictions), "
+                    + "memory invalidations \(memoryInvalidations), memory flushes \(memoryFlushes), memory entries \(memoryEntries)"
+                : "")
     }
 }
 

@@ -1,3 +1,4 @@
+import CacheAsideMemory
 import Metrics
 
 /// How many times a read starts afresh (a write happened while it waited, a lease
@@ -32,6 +33,9 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
     let state: KeyspaceState
     /// The keys, one per position.
     let keys: [String]
+    /// With an in-process tier: each position's fill ticket, taken before the first
+    /// read; an entry read from Redis afterwards is kept in memory under it.
+    var memoryTickets: [MemoryFillTicket?]? = nil
     /// Loads the rows at these positions, in that order (`nil`: no such row).
     let load: @Sendable ([Int]) async throws -> [Entity?]
 
@@ -87,6 +91,7 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             databaseOnly += open
             open = []
         }
+        let memory = memoryTickets == nil ? nil : state.memory(Entity.self)
         var round = 0
         while !open.isEmpty {
             round += 1
@@ -118,6 +123,9 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
                 if let answer = decode(read[k], contents, key: keys[i]) {
                     answers[i] = .some(answer)
                     hits += 1
+                    if let memory, let ticket = memoryTickets?[i], let bytes = read[k] {
+                        memory.fill(ticket, with: answer, size: bytes.count)
+                    }
                 } else {
                     misses.append((i, read[k], contents))
                 }

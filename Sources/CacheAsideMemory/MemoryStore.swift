@@ -56,12 +56,24 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     @usableFromInline let keyHash = KeyHash(seed: UInt64.random(in: UInt64.min...UInt64.max))
     @usableFromInline let trustLimit = Atomic<Int64>(Int64.max)
     @usableFromInline let untrustedLookups = Atomic<UInt64>(0)
+    @usableFromInline let onEviction: (@Sendable (Int) -> Void)?
     private let flushes = Atomic<UInt64>(0)
 
     /// Creates an empty store.
-    public init(configuration: MemoryStoreConfiguration = MemoryStoreConfiguration(), clock: MemoryClock = .monotonic) {
+    ///
+    /// - Parameters:
+    ///   - configuration: bounds, default time to live, shards.
+    ///   - clock: the time source of expiry and trust.
+    ///   - onEviction: called after a fill that evicted entries to make room, with how
+    ///     many (outside the shard's lock, on the filling thread): for an evictions
+    ///     metric.
+    public init(
+        configuration: MemoryStoreConfiguration = MemoryStoreConfiguration(), clock: MemoryClock = .monotonic,
+        onEviction: (@Sendable (Int) -> Void)? = nil
+    ) {
         self.configuration = configuration
         self.clock = clock
+        self.onEviction = onEviction
         let shards = configuration.resolvedShardCount
         self.shardCount = shards
         self.shardMask = UInt64(shards - 1)
@@ -119,6 +131,22 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// The entry held for `key`, live or not yet removed, whatever the trust: for
+    /// tests and diagnostics. Counts nothing and changes nothing (no frequency raised,
+    /// no expired entry removed).
+    public func peek(_ key: String) -> (value: Value, expired: Bool)? {
+        withKeyBytes(key) { bytes in
+            let hash = keyHash.hash(bytes: bytes.buffer)
+            let now = clock.nanoseconds()
+            return shard(hash).pointee.withLock { shard in
+                guard let (slot, expiresAt) = shard.core.peek(bytes, hash: hash), let value = shard.values[Int(slot)] else {
+                    return nil
+                }
+                return (value, expiresAt <= now)
+            }
+        }
+    }
+
     /// A hit, or a miss with the ticket that a fill of `key` must bring: take it before
     /// the read whose result will fill the store.
     @inlinable
@@ -168,16 +196,20 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         let now = clock.nanoseconds()
         let expiresAt = MemoryInstant.adding(now, ttl)
         let charge = self.charge(forKey: ticket.key, size: size)
-        return withKeyBytes(ticket.key) { bytes in
-            shard(ticket.hash).pointee.withLock { shard in
+        let (stored, evicted) = withKeyBytes(ticket.key) { bytes in
+            shard(ticket.hash).pointee.withLock { shard -> (Bool, UInt64) in
+                let evictionsBefore = shard.core.counters.evictions
                 let slot = shard.core.insert(
                     bytes, hash: ticket.hash, charge: charge, now: now, expiresAt: expiresAt, sequence: ticket.sequence)
                 if !shard.core.freed.isEmpty { shard.releaseFreed() }
-                guard slot >= 0 else { return false }
+                let evicted = shard.core.counters.evictions &- evictionsBefore
+                guard slot >= 0 else { return (false, evicted) }
                 shard.store(value, at: slot)
-                return true
+                return (true, evicted)
             }
         }
+        if evicted > 0, let onEviction { onEviction(Int(truncatingIfNeeded: evicted)) }
+        return stored
     }
 
     /// The bytes an entry's key and value are charged: `size` (at least 0), plus, for a
@@ -261,6 +293,12 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     /// Stops serving hits until ``trust(until:)`` or ``trustIndefinitely()``.
     public func revokeTrust() {
         trustLimit.store(Int64.min, ordering: .relaxed)
+    }
+
+    /// Until when hits are served (``MemoryInstant/nanoseconds`` `Int64.min`: not at
+    /// all; `Int64.max`: with no deadline).
+    public var trustDeadline: MemoryInstant {
+        MemoryInstant(nanoseconds: trustLimit.load(ordering: .relaxed))
     }
 
     /// Whether hits are served now.

@@ -120,6 +120,12 @@ struct ShardCore {
         return found.slot
     }
 
+    /// The slot and expiry of `key`'s entry, live or not, counting nothing.
+    func peek(_ key: KeyBytes, hash: UInt64) -> (slot: Int32, expiresAt: Int64)? {
+        guard let found = find(key, hash: hash) else { return nil }
+        return (found.slot, slots[Int(found.slot)].expiresAt)
+    }
+
     /// The sequence number a fill of a key with this hash must bring.
     @usableFromInline
     func sequence(for hash: UInt64) -> UInt64 {
@@ -378,7 +384,7 @@ struct ShardCounters {
     var fills: UInt64 = 0
     var refusedFills: UInt64 = 0
     var oversizedFills: UInt64 = 0
-    var evictions: UInt64 = 0
+    @usableFromInline var evictions: UInt64 = 0
     var expirations: UInt64 = 0
     var invalidations: UInt64 = 0
     var invalidatedEntries: UInt64 = 0

@@ -162,6 +162,7 @@ struct Bench: Sendable {
             _ = try await repository.find(Int64(i % Int(hot)) + 1)
         }))
 
+        results += try await MemoryRows(bench: self).run()
         results += try await tlsRows(plain: redis, valueKey: valueKey, value: Array(sampleValue))
 
         // The servers' own tools, against the same servers.

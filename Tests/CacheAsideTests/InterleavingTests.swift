@@ -167,7 +167,7 @@ import Testing
         #expect(writer.cache.statistics().storeErrors >= 1)
         #expect(try await writerRepo.find(1)?.version == 2, "the writer's process never serves the row it changed")
         store.refuse(nil)
-        #expect(await eventually { writer.cache.pendingInvalidations == 0 }, "the retry landed")
+        #expect(await eventually(timeout: .seconds(30)) { writer.cache.pendingInvalidations == 0 }, "the retry landed")
         #expect(try await readerRepo.find(1)?.version == 2)
         await reader.close()
         await writer.close()

@@ -410,6 +410,7 @@ final class Harness {
     var completed: [Int: RESPReply] = [:]
     var failed: [Int: RESPError] = [:]
     var pushes: [RESPPubSubMessage] = []
+    var events: [RESPSubscriberEvent] = []
     var readied: [Int] = []
     var lastTeardown: Machine.Teardown?
     var lastReplyAction = ""
@@ -532,6 +533,9 @@ final class Harness {
             case .push(let message):
                 lastReplyAction = "push"
                 pushes.append(message)
+            case .event(let event):
+                lastReplyAction = "event"
+                events.append(event)
             case .ready(let waiters):
                 lastReplyAction = "ready"
                 readied += waiters.map(Self.name)

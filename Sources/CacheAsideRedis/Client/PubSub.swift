@@ -60,7 +60,9 @@ public struct RESPPubSubMessage: Sendable, Hashable {
 /// dropped. It supports one iterator.
 ///
 /// If the consumer falls behind by more than the buffer limit given at subscribe time,
-/// the oldest buffered messages are dropped and a warning is logged.
+/// the oldest buffered messages are dropped and a warning is logged. A consumer that must
+/// know when messages may have been lost (a reconnect, a lagging consumer) uses
+/// ``RESPClient/withSubscriber(_:onEvent:_:)`` instead.
 public struct RESPSubscription: AsyncSequence, Sendable {
     /// The messages received.
     public typealias Element = RESPPubSubMessage
@@ -134,7 +136,10 @@ extension RESPClient {
             }
         }
         let connection = RESPConnection(
-            configuration: configuration, tls: tls, role: .subscriber(channels: channels, patterns: patterns, sink: sink),
+            configuration: configuration, tls: tls,
+            role: .subscriber(
+                .init(channels: channels, patterns: patterns), pingInterval: .seconds(5), pingTimeout: nil,
+                sink: { event in if case .message(let message) = event { sink(message) } }),
             loop: loop, logger: logger)
         continuation.onTermination = { [weak connection] _ in connection?.closeNow() }
         do {
@@ -145,5 +150,144 @@ extension RESPClient {
             throw error
         }
         return RESPSubscription(stream: stream, continuation: continuation, closer: .init(connection: connection))
+    }
+}
+
+// MARK: - Subscriber events
+
+/// What a subscriber connection reports to ``RESPClient/withSubscriber(_:onEvent:_:)``,
+/// in the order it happened on the connection. Nothing is dropped: a message the
+/// connection read is reported, and a message it may have missed is announced by
+/// ``disconnected(_:)``.
+public enum RESPSubscriberEvent: Sendable, Hashable {
+    /// The connection is open, its setup ran (client name, client tracking) and the
+    /// server confirmed every subscription: every message published from now on is
+    /// reported, until a ``disconnected(_:)``. Reported at the first connect and after
+    /// every reconnect.
+    case subscribed
+    /// A message published to a subscribed channel (or one matching a pattern).
+    case message(RESPPubSubMessage)
+    /// Client tracking says these keys changed (written, deleted, expired or evicted).
+    case invalidated([String])
+    /// Client tracking says every key may have changed: the server ran `FLUSHALL` or
+    /// `FLUSHDB`.
+    case invalidatedAll
+    /// The answer to a keep-alive `PING` sent at `sentAt` (on `ContinuousClock`). The
+    /// server answers in order: every message and invalidation it sent before it read
+    /// that `PING` has been reported before this event.
+    case pong(sentAt: ContinuousClock.Instant)
+    /// The connection was lost, timed out (a keep-alive unanswered), or could not be
+    /// opened; it is being reopened. Messages and invalidations sent until the next
+    /// ``subscribed`` are lost.
+    case disconnected(RESPError)
+}
+
+/// What a subscriber connection does at every connect (see
+/// ``RESPClient/withSubscriber(_:onEvent:_:)``).
+public struct RESPSubscriberConfiguration: Sendable, Hashable {
+    /// Channels to subscribe to (`SUBSCRIBE`).
+    public var channels: [String]
+    /// Channel patterns to subscribe to (`PSUBSCRIBE`).
+    public var patterns: [String]
+    /// Server-assisted client-side caching: with prefixes, the connection asks for
+    /// `CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>...` and subscribes
+    /// to `__redis__:invalidate`, so that every change of a key starting with one of the
+    /// prefixes, by any client, is reported as ``RESPSubscriberEvent/invalidated(_:)``.
+    /// Broadcasting mode needs no reads on this connection, and the tracking ends with
+    /// the connection itself, so no invalidation is lost silently. `nil` (the default):
+    /// no tracking. Needs Redis 6 or later, and a server that allows `CLIENT TRACKING`.
+    public var trackingPrefixes: [String]?
+    /// A name for the connection (`CLIENT SETNAME`), as `CLIENT LIST` shows it. No
+    /// spaces. Default: none.
+    public var clientName: String?
+    /// How often the connection sends a `PING` while nothing is in flight; each answer
+    /// is a ``RESPSubscriberEvent/pong(sentAt:)``. Default: 5 seconds.
+    public var pingInterval: Duration
+    /// How long a `PING` may go unanswered before the connection counts as stuck and is
+    /// reopened. Default: 10 seconds.
+    public var pingTimeout: Duration
+
+    /// Creates a configuration; every parameter has the default described above.
+    public init(
+        channels: [String] = [],
+        patterns: [String] = [],
+        trackingPrefixes: [String]? = nil,
+        clientName: String? = nil,
+        pingInterval: Duration = .seconds(5),
+        pingTimeout: Duration = .seconds(10)
+    ) {
+        self.channels = channels
+        self.patterns = patterns
+        self.trackingPrefixes = trackingPrefixes
+        self.clientName = clientName
+        self.pingInterval = pingInterval
+        self.pingTimeout = pingTimeout
+    }
+
+    func validate() throws(RESPError) {
+        if channels.isEmpty && patterns.isEmpty && trackingPrefixes == nil {
+            throw .configuration("a subscriber needs at least one channel, pattern or tracking prefix")
+        }
+        if let prefixes = trackingPrefixes, prefixes.isEmpty || prefixes.contains(where: \.isEmpty) {
+            throw .configuration("client tracking needs at least one prefix, none of them empty")
+        }
+        if let name = clientName, name.isEmpty || name.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7f }) {
+            throw .configuration("a client name must be printable, without spaces")
+        }
+        if pingInterval <= .zero || pingTimeout <= .zero {
+            throw .configuration("the subscriber's ping interval and timeout must be positive")
+        }
+    }
+}
+
+extension RESPClient {
+    /// Runs `body` while a dedicated subscriber connection reports its events to
+    /// `onEvent`; closes the connection when `body` returns or throws.
+    ///
+    /// ```swift
+    /// let subscriber = RESPSubscriberConfiguration(trackingPrefixes: ["myapp:"], pingInterval: .milliseconds(250))
+    /// try await redis.withSubscriber(subscriber, onEvent: { event in
+    ///     switch event {
+    ///     case .invalidated(let keys): memory.invalidate(keys: keys)
+    ///     case .invalidatedAll, .disconnected: memory.flush()
+    ///     default: break
+    ///     }
+    /// }) {
+    ///     try await Task.sleep(for: .seconds(3600))
+    /// }
+    /// ```
+    ///
+    /// The connection opens at once and keeps reopening (at once after a connection
+    /// that worked, then with the client's backoff) until `body` is done; each attempt
+    /// runs the setup, then subscribes. Events are reported one at a time, in the order
+    /// they happened on the connection, on the client's event loop thread: `onEvent`
+    /// must return quickly and never block (hand long work to a task of your own). No
+    /// event is reported after this method returns.
+    ///
+    /// - Throws: ``RESPError`` of kind ``RESPError/Kind/configuration`` for an invalid
+    ///   configuration; otherwise what `body` throws. Connection failures are events,
+    ///   not errors.
+    public func withSubscriber<Result>(
+        _ subscriber: RESPSubscriberConfiguration,
+        onEvent: @escaping @Sendable (RESPSubscriberEvent) -> Void,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        try subscriber.validate()
+        let setup = ConnectionStateMachine.SubscriberSetup(
+            channels: subscriber.channels, patterns: subscriber.patterns, clientName: subscriber.clientName,
+            trackingPrefixes: subscriber.trackingPrefixes)
+        let connection = RESPConnection(
+            configuration: configuration, tls: tls,
+            role: .subscriber(setup, pingInterval: subscriber.pingInterval, pingTimeout: subscriber.pingTimeout, sink: onEvent),
+            loop: loop, logger: logger)
+        connection.open()
+        do {
+            let result = try await body()
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
     }
 }

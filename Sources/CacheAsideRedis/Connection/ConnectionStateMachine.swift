@@ -14,8 +14,9 @@ import DequeModule
 ///   their replies (``inFlight``): a reply always belongs to the oldest request;
 /// - the handshake: `AUTH` (when there are credentials; otherwise a `PING` that makes a
 ///   server requiring a password say so at connect), `SELECT` for a database other
-///   than 0, `SUBSCRIBE`/`PSUBSCRIBE` for a subscriber, written before any command
-///   issued while connecting;
+///   than 0, and for a subscriber its setup (`CLIENT SETNAME`; `CLIENT ID`, then
+///   `CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX ...` for client tracking) and
+///   `SUBSCRIBE`/`PSUBSCRIBE`, written before any command issued while connecting;
 /// - deadlines: a request without its reply by its deadline means the connection is
 ///   stuck (replies come in order): everything on it fails with a timeout and it is
 ///   reopened. A request waiting for a connection fails at its deadline alone;
@@ -23,7 +24,11 @@ import DequeModule
 ///   exponential backoff with jitter; a `READONLY` reply (a primary demoted by a
 ///   failover) drains the socket and reopens it, which resolves the host name again;
 /// - re-authentication on a schedule, with fresh credentials;
-/// - keep-alive `PING`s for a subscriber, which otherwise never notices a silent peer.
+/// - keep-alive `PING`s for a subscriber, which otherwise never notices a silent peer;
+///   each answer is reported with the instant its `PING` was sent (a heartbeat: every
+///   message the server sent before it read that `PING` was reported before);
+/// - what a subscriber's pushes are: messages, and client tracking's invalidations (a
+///   list of keys, or null for "every key": the server was flushed).
 ///
 /// A ``RequestWaiter`` is whom the shell hands a request's reply (a suspended task, or
 /// a caller polling the socket); the machine only stores and returns it. The machine
@@ -49,11 +54,43 @@ struct ConnectionStateMachine: Sendable {
         var reauthenticationInterval: Duration?
         /// How often a subscriber pings an idle server.
         var keepAliveInterval: Duration = .seconds(5)
+        /// How long a subscriber's `PING` may go unanswered before the connection counts
+        /// as stuck (`nil`: the command timeout).
+        var keepAliveTimeout: Duration? = nil
     }
 
     enum Role: Sendable, Equatable {
         case commands
-        case subscriber(channels: [String], patterns: [String])
+        case subscriber(SubscriberSetup)
+
+        /// A subscriber with no setup but its subscriptions.
+        static func subscriber(channels: [String], patterns: [String]) -> Role {
+            .subscriber(SubscriberSetup(channels: channels, patterns: patterns))
+        }
+
+        var subscriberSetup: SubscriberSetup? {
+            if case .subscriber(let setup) = self { return setup }
+            return nil
+        }
+    }
+
+    /// What a subscriber connection sets up at every connect, before it subscribes.
+    struct SubscriberSetup: Sendable, Equatable {
+        var channels: [String]
+        var patterns: [String]
+        /// `CLIENT SETNAME`, so that operators (and tests) can find the connection.
+        var clientName: String? = nil
+        /// Client tracking in broadcasting mode for keys with these prefixes, redirected
+        /// to this very connection, which subscribes to ``trackingChannel``; `nil`: none.
+        var trackingPrefixes: [String]? = nil
+
+        /// Where the server sends tracking invalidations to a RESP2 connection.
+        static let trackingChannel = "__redis__:invalidate"
+
+        /// Everything `SUBSCRIBE` names: the tracking channel first, if any.
+        var subscribedChannels: [String] {
+            trackingPrefixes == nil ? channels : [SubscriberSetup.trackingChannel] + channels.filter { $0 != SubscriberSetup.trackingChannel }
+        }
     }
 
     /// What a request in flight is.
@@ -63,14 +100,17 @@ struct ConnectionStateMachine: Sendable {
         /// A caller's pipeline: `remaining` replies, gathered into one array.
         case pipeline
         /// Handshake steps: `AUTH` (or the `PING` that checks none is needed), `SELECT`,
-        /// `SUBSCRIBE` (one reply per channel).
-        case auth, select, subscribe
+        /// a subscriber's setup (`CLIENT SETNAME`, `CLIENT TRACKING`), its `CLIENT ID`
+        /// (whose reply names the tracking redirect), `SUBSCRIBE` (one reply per channel).
+        case auth, select, setup, clientID, subscribe
         /// `AUTH` with fresh credentials on an open connection.
         case reauth
         /// A subscriber's keep-alive.
         case ping
 
-        var isHandshake: Bool { self == .auth || self == .select || self == .subscribe }
+        var isHandshake: Bool {
+            self == .auth || self == .select || self == .setup || self == .clientID || self == .subscribe
+        }
         var isCallers: Bool { self == .command || self == .pipeline }
     }
 
@@ -145,6 +185,8 @@ struct ConnectionStateMachine: Sendable {
     private(set) var authenticatedAt: Instant?
     private(set) var reauthInFlight = false
     private var lastPing: Instant?
+    /// When the subscriber's `PING` in flight was sent (one at a time).
+    private var pingSentAt: Instant?
     private var spare: [UInt8] = []
     /// Requests waiting only for the handshake to complete (a subscriber's
     /// ``RESPConnection/waitUntilReady()``).
@@ -266,6 +308,13 @@ struct ConnectionStateMachine: Sendable {
         case fail(RESPError)
     }
 
+    /// Opens a connection if none was opened yet; true if the shell should connect.
+    mutating func start() -> Bool {
+        guard phaseKind == .idle, !closeRequested else { return false }
+        phase = .connecting
+        return true
+    }
+
     mutating func waitUntilReady(_ waiter: Waiter, now: Instant) -> ReadyAction {
         if closeRequested { return .fail(.connection("the connection to \(configuration.endpoint) is closed")) }
         switch phase {
@@ -352,6 +401,8 @@ struct ConnectionStateMachine: Sendable {
         case complete(Waiter, RESPReply)
         /// A message on a subscriber connection.
         case push(RESPPubSubMessage)
+        /// Another event of a subscriber: a tracking invalidation, a keep-alive's answer.
+        case event(RESPSubscriberEvent)
         /// The handshake is done: resume these waiters (of ``waitUntilReady(_:now:)``).
         case ready([Waiter])
         /// The caller's reply, and the server refuses writes as a replica (`READONLY`):
@@ -367,8 +418,9 @@ struct ConnectionStateMachine: Sendable {
 
     /// One parsed reply from the socket.
     mutating func receive(_ reply: RESPReply, now: Instant) -> ReplyAction {
-        if isSubscriber, let message = RESPPubSubMessage(push: reply) {
-            return .push(message)
+        if isSubscriber {
+            if let message = RESPPubSubMessage(push: reply) { return .push(message) }
+            if let invalidation = Self.invalidation(reply) { return .event(invalidation) }
         }
         guard !inFlight.isEmpty else {
             return .fail(.protocolError("unexpected reply from \(configuration.endpoint) with no command waiting: \(reply)"))
@@ -413,6 +465,23 @@ struct ConnectionStateMachine: Sendable {
             inFlight[0].remaining -= 1
             guard inFlight[0].remaining <= 0 else { return .none }
             return handshakeStepDone()
+        case .setup:
+            if case .error(let message) = reply {
+                return .fail(.server("subscriber setup on \(configuration.endpoint) failed: \(message)"))
+            }
+            return handshakeStepDone()
+        case .clientID:
+            guard case .integer(let id) = reply else {
+                return .fail(.protocolError("CLIENT ID on \(configuration.endpoint) answered \(reply), not an integer"))
+            }
+            // The tracking redirect names this very connection; then it subscribes.
+            if case .subscriber(let setup) = configuration.role {
+                var encoder = RESPCommandEncoder(reusing: output)
+                output = []
+                appendTrackingAndSubscriptions(setup, clientID: id, deadline: inFlight[0].deadline, into: &encoder)
+                output = encoder.bytes
+            }
+            return handshakeStepDone()
         case .reauth:
             inFlight.removeFirst()
             reauthInFlight = false
@@ -425,7 +494,29 @@ struct ConnectionStateMachine: Sendable {
             return .none
         case .ping:
             inFlight.removeFirst()
-            return .none
+            guard let sentAt = pingSentAt else { return .none }
+            pingSentAt = nil
+            return .event(.pong(sentAt: sentAt))
+        }
+    }
+
+    /// A client tracking invalidation (`message` on `__redis__:invalidate` with a list
+    /// of keys, or null for every key), or nil.
+    private static func invalidation(_ reply: RESPReply) -> RESPSubscriberEvent? {
+        guard case .array(let parts) = reply, parts.count == 3, case .bulkString(let kind) = parts[0],
+            kind.elementsEqual("message".utf8), case .bulkString(let channel) = parts[1],
+            channel.elementsEqual(SubscriberSetup.trackingChannel.utf8)
+        else { return nil }
+        switch parts[2] {
+        case .null:
+            return .invalidatedAll
+        case .array(let keys):
+            var names: [String] = []
+            names.reserveCapacity(keys.count)
+            for case .bulkString(let key) in keys { names.append(String(decoding: key, as: UTF8.self)) }
+            return .invalidated(names)
+        default:
+            return nil
         }
     }
 
@@ -434,6 +525,9 @@ struct ConnectionStateMachine: Sendable {
         guard inFlight.first.map({ !$0.kind.isHandshake }) ?? true else { return .none }
         _ = step
         handshakeDone = true
+        // A subscriber pings at the next tick: its first answer proves the new
+        // subscription delivers.
+        if isSubscriber { lastPing = nil }
         failedAttempts = 0
         lastError = nil
         let waiters = readyWaiters
@@ -501,16 +595,20 @@ struct ConnectionStateMachine: Sendable {
                 encoder.argument(configuration.database)
                 inFlight.append(Request(id: 0, waiter: nil, kind: .select, remaining: 1, deadline: handshakeDeadline))
             }
-        case .subscriber(let channels, let patterns):
-            if !channels.isEmpty {
-                encoder.command("SUBSCRIBE", argumentCount: channels.count)
-                encoder.arguments(channels)
-                inFlight.append(Request(id: 0, waiter: nil, kind: .subscribe, remaining: channels.count, deadline: handshakeDeadline))
+        case .subscriber(let setup):
+            if let name = setup.clientName {
+                encoder.command("CLIENT", argumentCount: 2)
+                encoder.argument("SETNAME" as StaticString)
+                encoder.argument(name)
+                inFlight.append(Request(id: 0, waiter: nil, kind: .setup, remaining: 1, deadline: handshakeDeadline))
             }
-            if !patterns.isEmpty {
-                encoder.command("PSUBSCRIBE", argumentCount: patterns.count)
-                encoder.arguments(patterns)
-                inFlight.append(Request(id: 0, waiter: nil, kind: .subscribe, remaining: patterns.count, deadline: handshakeDeadline))
+            if setup.trackingPrefixes != nil {
+                // Tracking redirects to this connection's id: its reply comes first.
+                encoder.command("CLIENT", argumentCount: 1)
+                encoder.argument("ID" as StaticString)
+                inFlight.append(Request(id: 0, waiter: nil, kind: .clientID, remaining: 1, deadline: handshakeDeadline))
+            } else {
+                appendTrackingAndSubscriptions(setup, clientID: nil, deadline: handshakeDeadline, into: &encoder)
             }
         }
         output = encoder.bytes
@@ -521,6 +619,39 @@ struct ConnectionStateMachine: Sendable {
         writeScheduled = true
         lastPing = now
         return .write
+    }
+
+    /// A subscriber's `CLIENT TRACKING` (when it has an id to redirect to) and its
+    /// subscriptions: in this order, since a RESP2 connection in subscribed mode takes
+    /// no other command, and the server sends tracking invalidations to a RESP2
+    /// connection only once it is subscribed.
+    private mutating func appendTrackingAndSubscriptions(
+        _ setup: SubscriberSetup, clientID: Int64?, deadline: Instant, into encoder: inout RESPCommandEncoder
+    ) {
+        if let clientID, let prefixes = setup.trackingPrefixes {
+            encoder.command("CLIENT", argumentCount: 5 + 2 * prefixes.count)
+            encoder.argument("TRACKING" as StaticString)
+            encoder.argument("ON" as StaticString)
+            encoder.argument("REDIRECT" as StaticString)
+            encoder.argument(clientID)
+            encoder.argument("BCAST" as StaticString)
+            for prefix in prefixes {
+                encoder.argument("PREFIX" as StaticString)
+                encoder.argument(prefix)
+            }
+            inFlight.append(Request(id: 0, waiter: nil, kind: .setup, remaining: 1, deadline: deadline))
+        }
+        let channels = setup.subscribedChannels
+        if !channels.isEmpty {
+            encoder.command("SUBSCRIBE", argumentCount: channels.count)
+            encoder.arguments(channels)
+            inFlight.append(Request(id: 0, waiter: nil, kind: .subscribe, remaining: channels.count, deadline: deadline))
+        }
+        if !setup.patterns.isEmpty {
+            encoder.command("PSUBSCRIBE", argumentCount: setup.patterns.count)
+            encoder.arguments(setup.patterns)
+            inFlight.append(Request(id: 0, waiter: nil, kind: .subscribe, remaining: setup.patterns.count, deadline: deadline))
+        }
     }
 
     /// What follows a failure or the end of a socket.
@@ -576,6 +707,7 @@ struct ConnectionStateMachine: Sendable {
         writeScheduled = false
         writeBlocked = false
         reauthInFlight = false
+        pingSentAt = nil
         let wasHealthy = handshakeDone
         handshakeDone = false
         authenticatedAt = nil
@@ -702,6 +834,9 @@ struct ConnectionStateMachine: Sendable {
             if let head = inFlight.first, head.deadline <= now {
                 if head.kind.isHandshake {
                     result.teardown = .timeout("connecting to \(configuration.endpoint) timed out: no reply to the handshake within \(configuration.connectTimeout)")
+                } else if head.kind == .ping {
+                    let timeout = configuration.keepAliveTimeout ?? configuration.commandTimeout
+                    result.teardown = .timeout("no answer to a keep-alive PING from \(configuration.endpoint) within \(timeout); the subscriber connection is being reopened")
                 } else {
                     result.teardown = .timeout("no reply from \(configuration.endpoint) within \(configuration.commandTimeout); \(inFlight.count) command(s) on the connection failed and it is being reopened")
                 }
@@ -718,14 +853,16 @@ struct ConnectionStateMachine: Sendable {
                 }
             }
             if isSubscriber, handshakeDone, inFlight.isEmpty, phaseKind == .open,
-                let last = lastPing, last.duration(to: now) >= configuration.keepAliveInterval
+                lastPing.map({ $0.duration(to: now) >= configuration.keepAliveInterval }) ?? true
             {
                 lastPing = now
+                pingSentAt = now
                 var encoder = RESPCommandEncoder(reusing: output)
                 output = []
                 encoder.command("PING", argumentCount: 0)
                 output = encoder.bytes
-                inFlight.append(Request(id: 0, waiter: nil, kind: .ping, remaining: 1, deadline: now.advanced(by: configuration.commandTimeout)))
+                let timeout = configuration.keepAliveTimeout ?? configuration.commandTimeout
+                inFlight.append(Request(id: 0, waiter: nil, kind: .ping, remaining: 1, deadline: now.advanced(by: timeout)))
                 if !writeScheduled {
                     writeScheduled = true
                     result.write = true

@@ -60,9 +60,13 @@ final class RESPConnection: Sendable {
     enum Role: Sendable {
         /// Ordinary request/response commands.
         case commands
-        /// A dedicated pub/sub connection: (re)subscribes on every connect and hands every
-        /// message to `sink`, on the thread that read it.
-        case subscriber(channels: [String], patterns: [String], sink: @Sendable (RESPPubSubMessage) -> Void)
+        /// A dedicated pub/sub connection: runs its setup and (re)subscribes on every
+        /// connect, and hands every event (messages, invalidations, keep-alive answers,
+        /// subscribed, disconnected) to `sink`, in order, on the loop thread, which does
+        /// all of a subscriber's I/O.
+        case subscriber(
+            Machine.SubscriberSetup, pingInterval: Duration, pingTimeout: Duration?,
+            sink: @Sendable (RESPSubscriberEvent) -> Void)
     }
 
     struct Shared: Sendable {
@@ -119,11 +123,16 @@ final class RESPConnection: Sendable {
         self.logger = logger
         self.endpoint = configuration.endpoint.description
         let machineRole: Machine.Role
+        var keepAliveInterval = Duration.seconds(5)
+        var keepAliveTimeout: Duration?
         switch role {
         case .commands: machineRole = .commands
-        case .subscriber(let channels, let patterns, _): machineRole = .subscriber(channels: channels, patterns: patterns)
+        case .subscriber(let setup, let interval, let timeout, _):
+            machineRole = .subscriber(setup)
+            keepAliveInterval = interval
+            keepAliveTimeout = timeout
         }
-        let machineConfiguration = Machine.Configuration(
+        var machineConfiguration = Machine.Configuration(
             endpoint: configuration.endpoint.description,
             commandTimeout: configuration.commandTimeout,
             connectTimeout: configuration.connectTimeout,
@@ -132,6 +141,8 @@ final class RESPConnection: Sendable {
             database: configuration.database,
             role: machineRole,
             reauthenticationInterval: configuration.credentialsProvider == nil ? nil : configuration.reauthenticationInterval)
+        machineConfiguration.keepAliveInterval = keepAliveInterval
+        machineConfiguration.keepAliveTimeout = keepAliveTimeout
         self.shared = Mutex(Shared(machine: Machine(configuration: machineConfiguration)))
         let tick = min(max(configuration.commandTimeout / 20, .milliseconds(2)), .milliseconds(25))
         self.tickInterval = tick
@@ -351,6 +362,18 @@ final class RESPConnection: Sendable {
         }
     }
 
+    /// Opens the connection if it is idle, without waiting: a subscriber then reports
+    /// how it goes to its sink (and keeps reconnecting until it is closed).
+    func open() {
+        let connect: Bool = shared.withLock { s in s.machine.start() }
+        if connect { startConnect() }
+    }
+
+    private var isSubscriber: Bool {
+        if case .subscriber = role { return true }
+        return false
+    }
+
     /// Waits until the connection is open and its handshake done (opening it if it is
     /// idle): for a subscriber, until the server confirmed the subscriptions.
     func waitUntilReady() async throws {
@@ -561,9 +584,12 @@ final class RESPConnection: Sendable {
                 case .complete(let waiter, let reply):
                     route(&s, waiter, .success(reply), into: &outcome)
                 case .push(let message):
-                    outcome.extra.pushes.append(message)
+                    outcome.extra.events.append(.message(message))
+                case .event(let event):
+                    outcome.extra.events.append(event)
                 case .ready(let waiters):
                     for waiter in waiters { route(&s, waiter, .success(.simpleString("OK")), into: &outcome) }
+                    if isSubscriber { outcome.extra.events.append(.subscribed) }
                     available.store(true, ordering: .relaxed)
                     if s.machine.configuration.reauthenticationInterval != nil { outcome.extra.reauthTimer = session }
                 case .completeAndDrain(let waiter, let reply):
@@ -588,6 +614,9 @@ final class RESPConnection: Sendable {
             for (waiter, error) in teardown.failed { route(&s, waiter, .failure(error), into: &outcome) }
             teardown.failed = []
             outcome.extra.logs.append(contentsOf: teardownLogs(teardown, failure: step.failure, attempts: s.machine.failedAttempts))
+            if isSubscriber, teardown.next != .closed, teardown.next != .nothing {
+                outcome.extra.events.append(.disconnected(step.failure ?? .connection("the connection to \(endpoint) was reopened")))
+            }
             available.store(teardown.next != .closed && !isBackoff(teardown.next), ordering: .relaxed)
             outcome.extra.teardown = teardown
             s.session = nil
@@ -670,7 +699,7 @@ final class RESPConnection: Sendable {
         let connection: RESPConnection
 
         final class Rare {
-            var pushes: [RESPPubSubMessage] = []
+            var events: [RESPSubscriberEvent] = []
             var logs: [(Logger.Level, String)] = []
             var teardown: Machine.Teardown?
             var closeSession: Session?
@@ -700,8 +729,8 @@ final class RESPConnection: Sendable {
             }
         }
 
-        /// Carries it out, in this order: logs, callers, messages, the socket's close,
-        /// the reconnect, timers.
+        /// Carries it out, in this order: logs, callers, a subscriber's events, the
+        /// socket's close, the reconnect, timers.
         func resume() {
             if let rare {
                 for (level, message) in rare.logs {
@@ -711,8 +740,8 @@ final class RESPConnection: Sendable {
             if let (continuation, result) = first { continuation.resume(with: result) }
             for (continuation, result) in more { continuation.resume(with: result) }
             guard let rare else { return }
-            if !rare.pushes.isEmpty, case .subscriber(_, _, let sink) = connection.role {
-                for message in rare.pushes { sink(message) }
+            if !rare.events.isEmpty, case .subscriber(_, _, _, let sink) = connection.role {
+                for event in rare.events { sink(event) }
             }
             if let session = rare.closeSession { connection.closeSession(session) }
             if let teardown = rare.teardown { connection.perform(teardown) }
@@ -827,6 +856,9 @@ final class RESPConnection: Sendable {
             rest.failed = []
             outcome.extra.teardown = rest
             outcome.extra.logs.append(contentsOf: [(.warning, "\(error.message)")])
+            if isSubscriber, teardown.next != .closed, teardown.next != .nothing {
+                outcome.extra.events.append(.disconnected(error))
+            }
             // The owner, if any, closes the socket when it next looks at the state.
             if !session.ioOwned {
                 session.ioOwned = true
@@ -953,6 +985,9 @@ final class RESPConnection: Sendable {
         }
         for (level, message) in teardownLogs(teardown, failure: error, attempts: attempts) {
             logger.log(level: level, "\(message)", metadata: ["redis.endpoint": "\(endpoint)"])
+        }
+        if case .subscriber(_, _, _, let sink) = role, teardown.next != .closed, teardown.next != .nothing {
+            sink(.disconnected(error))
         }
         perform(teardown)
     }

@@ -1,0 +1,132 @@
+import CacheAsideMemory
+import Metrics
+import Synchronization
+
+/// One repository's in-process tier: decoded entities (`nil` for a row known to be
+/// absent) in a ``MemoryStore``, with its metrics. What the coherence driver needs of
+/// it is in the non-generic base, ``MemoryTierBase``.
+final class MemoryTier<Entity: Sendable>: MemoryTierBase, @unchecked Sendable {
+    let store: MemoryStore<Entity?>
+    /// TTLs in memory: the tier's own, at most the entry's in Redis.
+    let valueTTL: Duration
+    let absentTTL: Duration
+
+    init(keyspace: String, schemaVersion: Int, policy: CachePolicy, tier: MemoryTierPolicy) {
+        let metrics = MemoryTierMetrics(keyspace: keyspace)
+        self.store = MemoryStore<Entity?>(
+            configuration: MemoryStoreConfiguration(
+                maximumEntries: tier.maximumEntries, maximumBytes: tier.maximumBytes, timeToLive: tier.ttl),
+            onEviction: { n in metrics.evictions.increment(by: Int64(n)) })
+        self.valueTTL = max(.zero, min(tier.ttl, policy.ttl))
+        self.absentTTL = max(.zero, min(tier.ttl, policy.negativeTTL))
+        super.init(
+            keyspace: keyspace, schemaVersion: schemaVersion, entityType: ObjectIdentifier(Entity.self),
+            tier: tier, metrics: metrics)
+        // Untrusted until the coherence driver says otherwise.
+        store.revokeTrust()
+    }
+
+    /// A hit, or a miss with the ticket that a fill from the Redis read about to start
+    /// must bring.
+    @inline(__always)
+    func lookup(_ key: String) -> MemoryLookup<Entity?> {
+        let result = store.lookup(key)
+        if case .hit = result {
+            metrics.hits.increment()
+        } else {
+            metrics.misses.increment()
+        }
+        return result
+    }
+
+    /// Keeps what a Redis read returned (`bytes` is the entry's size), unless the key
+    /// was invalidated since the ticket was taken.
+    @inline(__always)
+    func fill(_ ticket: MemoryFillTicket, with value: Entity?, size: Int) {
+        store.fill(ticket, with: value, size: size, timeToLive: value == nil ? absentTTL : valueTTL)
+    }
+
+    override func invalidate(keys: [String], received: Bool) {
+        store.invalidate(keys: keys)
+        if received {
+            receivedInvalidations.add(keys.count, ordering: .relaxed)
+            metrics.invalidations.increment(by: Int64(keys.count))
+        }
+    }
+
+    override func flush() {
+        store.flush()
+        metrics.flushes.increment()
+    }
+
+    override func trust(until deadline: MemoryInstant) { store.trust(until: deadline) }
+
+    override func revokeTrust() { store.revokeTrust() }
+
+    override var clock: MemoryClock { store.clock }
+
+    override func holds(_ key: String) -> Bool { store.peek(key) != nil }
+
+    override var statistics: MemoryStatistics { store.statistics }
+}
+
+/// What the coherence driver and the statistics need of a tier, whatever its entity.
+class MemoryTierBase: @unchecked Sendable {
+    let keyspace: String
+    let schemaVersion: Int
+    /// The entity type the tier holds, for a cast-free check on the hit path.
+    let entityType: ObjectIdentifier
+    let tier: MemoryTierPolicy
+    let metrics: MemoryTierMetrics
+    /// Keys invalidated by messages received from Redis (not by this process's own
+    /// writes).
+    let receivedInvalidations = Atomic<Int>(0)
+
+    init(keyspace: String, schemaVersion: Int, entityType: ObjectIdentifier, tier: MemoryTierPolicy, metrics: MemoryTierMetrics) {
+        self.keyspace = keyspace
+        self.schemaVersion = schemaVersion
+        self.entityType = entityType
+        self.tier = tier
+        self.metrics = metrics
+    }
+
+    /// Removes the keys and refuses fills whose tickets predate this call.
+    func invalidate(keys: [String], received: Bool) {}
+    /// Removes everything and refuses fills whose tickets predate this call.
+    func flush() {}
+    /// Serves hits until `deadline`.
+    func trust(until deadline: MemoryInstant) {}
+    /// Serves no hit until the next ``trust(until:)``.
+    func revokeTrust() {}
+    var clock: MemoryClock { .monotonic }
+    /// Whether an entry for `key` is held (live or not), counting nothing: for tests.
+    func holds(_ key: String) -> Bool { false }
+    var statistics: MemoryStatistics { MemoryStatistics() }
+}
+
+/// The tier's swift-metrics counters (dimension `keyspace`).
+final class MemoryTierMetrics: Sendable {
+    let hits: Counter
+    let misses: Counter
+    let evictions: Counter
+    let invalidations: Counter
+    let flushes: Counter
+
+    init(keyspace: String) {
+        let dimensions = [("keyspace", keyspace)]
+        hits = Counter(label: "cache_aside_memory_hits_total", dimensions: dimensions)
+        misses = Counter(label: "cache_aside_memory_misses_total", dimensions: dimensions)
+        evictions = Counter(label: "cache_aside_memory_evictions_total", dimensions: dimensions)
+        invalidations = Counter(label: "cache_aside_memory_invalidations_total", dimensions: dimensions)
+        flushes = Counter(label: "cache_aside_memory_flushes_total", dimensions: dimensions)
+    }
+}
+
+extension KeyspaceState {
+    /// This keyspace's tier, if it has one holding `Entity`.
+    @inline(__always)
+    func memory<Entity>(_ type: Entity.Type) -> MemoryTier<Entity>? {
+        guard let memory, memory.entityType == ObjectIdentifier(Entity.self) else { return nil }
+        return unsafeDowncast(memory, to: MemoryTier<Entity>.self)
+    }
+}
