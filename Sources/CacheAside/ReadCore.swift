@@ -204,7 +204,7 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         /// Positions to read afresh.
         var again: [Int] = []
         /// Entries to fill over the leases held.
-        var fills: [(Leader, Entity?, [UInt8])] = []
+        var fills: [(Leader, Entity?)] = []
     }
 
     private func lead(_ leaders: [Leader], alsoLoading extra: [Int]) async throws -> Led {
@@ -331,19 +331,15 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         for l in loading { cache.flights.leave(keys[l.position], l.flight) }
         for (k, i) in positions.enumerated() { led.answers.append((i, values[k])) }
         let valueAt = Dictionary(uniqueKeysWithValues: zip(positions, values))
-        var fills: [(Leader, Entity?, [UInt8])] = []
+        var fills: [(Leader, Entity?)] = []
         for l in loading {
             let value = valueAt[l.position] ?? nil
-            let isHeld = holding.contains { $0.position == l.position }
-            if isHeld, let entry = encode(value) {
-                fills.append((l, value, entry))
+            if holding.contains(where: { $0.position == l.position }) {
+                // Encoded by the fill, off this caller's path.
+                fills.append((l, value))
             } else {
                 // No fill: the value goes only to callers that joined before the load.
                 l.flight.resolve(.value(value), registeredBy: l.loadMark)
-                if isHeld {
-                    cache.flights.unregister(lease: l.lease.token)
-                    releaseLeases([l])
-                }
             }
         }
         if !fills.isEmpty {
@@ -388,12 +384,29 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
     }
 
     /// Fills the entries over their leases and tells each load's joiners the outcome.
-    private func fill(_ fills: [(Leader, Entity?, [UInt8])]) async {
-        let requests = fills.map { (l, value, entry) in
-            FillRequest(
-                key: keys[l.position], lease: l.lease, entry: entry,
-                ttlMilliseconds: policy.entryTTLMilliseconds(absent: value == nil))
+    private func fill(_ held: [(Leader, Entity?)]) async {
+        // Encoding happens here, not on the caller's path (a fill nobody waits for
+        // runs in the background). A value that does not encode is not cached.
+        var fills: [(Leader, Entity?)] = []
+        var requests: [FillRequest] = []
+        var unencodable: [Leader] = []
+        fills.reserveCapacity(held.count)
+        requests.reserveCapacity(held.count)
+        for (l, value) in held {
+            if let entry = encode(value) {
+                fills.append((l, value))
+                requests.append(FillRequest(
+                    key: keys[l.position], lease: l.lease, entry: entry,
+                    ttlMilliseconds: policy.entryTTLMilliseconds(absent: value == nil)))
+            } else {
+                // No fill: the value goes only to callers that joined before the load.
+                l.flight.resolve(.value(value), registeredBy: l.loadMark)
+                cache.flights.unregister(lease: l.lease.token)
+                unencodable.append(l)
+            }
         }
+        if !unencodable.isEmpty { releaseLeases(unencodable) }
+        if requests.isEmpty { return }
         var replies: [FillReply]
         do {
             replies = try await cache.store.fill(requests)
@@ -402,7 +415,7 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
             state.storeFailed(error)
             replies = Array(repeating: .refused(error), count: fills.count)
         }
-        for (k, (l, value, _)) in fills.enumerated() {
+        for (k, (l, value)) in fills.enumerated() {
             switch replies[k] {
             case .filled:
                 counters.record(.fill)
