@@ -93,6 +93,17 @@ public final class RESPClient: Sendable {
         }
     }
 
+    /// A client whose TLS context is made already (a cluster client's nodes share one).
+    init(validatedConfiguration configuration: RESPConfiguration, tls: TLSClientContext?, loop: IOLoop, logger: Logger) {
+        self.configuration = configuration
+        self.loop = loop
+        self.logger = logger
+        self.tls = tls
+        self.connections = (0..<configuration.connectionCount).map { _ in
+            RESPConnection(configuration: configuration, tls: tls, loop: loop, logger: logger)
+        }
+    }
+
     /// Creates a client from a `redis://`, `rediss://` or `unix://` URL, with default
     /// timeouts; see ``RESPConfiguration/init(url:)``.
     public convenience init(
