@@ -64,9 +64,10 @@ public final class CacheAside: Sendable {
     ///
     /// - Parameters:
     ///   - postgres: the database client (its pool is shared by every repository).
-    ///   - redis: the Redis client. Give it a short command timeout (100–250 ms suits a
-    ///     cache on the same network): a read waits at most that long for a slow
-    ///     Redis before it goes to the database.
+    ///   - redis: the Redis client: a `RESPClient` (one server, or a primary endpoint)
+    ///     or a `RESPClusterClient` (a Redis Cluster). Give it a short command timeout
+    ///     (100–250 ms suits a cache on the same network): a read waits at most that
+    ///     long for a slow Redis before it goes to the database.
     ///   - namespace: the first part of every key, e.g. the application's name.
     ///   - defaultPolicy: the policy of repositories that do not give their own.
     ///   - codec: how values are stored; JSON by default.
@@ -78,7 +79,7 @@ public final class CacheAside: Sendable {
     ///   `A-Z a-z 0-9 - . _`.
     public convenience init(
         postgres: PGClient,
-        redis: RESPClient,
+        redis: some RESPClientProtocol,
         namespace: String,
         defaultPolicy: CachePolicy = .default,
         codec: any CacheValueCodec = JSONValueCodec(),
