@@ -87,7 +87,7 @@ build:
 	$(SWIFT) build
 
 test: deps
-	scripts/with-services $(SWIFT) test $(SWIFT_TEST_FLAGS)
+	scripts/with-services --cluster $(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 demo: deps
 	scripts/with-services $(SWIFT) run -c release user-lookup $(DEMO_ARGS)
