@@ -32,8 +32,15 @@ enum RedisBackend: String, Sendable, CustomStringConvertible {
 ///
 /// The second run announces itself on the console, and its keys carry `cluster` in their
 /// namespace, so that a failure says which run it came from.
-struct OnStandaloneAndCluster: SuiteTrait, TestScoping {
+///
+/// (A recursive suite trait is applied to the suite's tests too, so it must also be a
+/// test trait; it scopes test cases only, never a whole suite or function.)
+struct OnStandaloneAndCluster: SuiteTrait, TestTrait, TestScoping {
     var isRecursive: Bool { true }
+
+    func scopeProvider(for test: Test, testCase: Test.Case?) -> Self? {
+        testCase == nil ? nil : self
+    }
 
     func provideScope(
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
