@@ -36,11 +36,11 @@ public struct PrivateRedis: Sendable {
         do {
             output = try await run(["up", cluster ? "--cluster" : "--replica", "--only"], instance: name)
         } catch {
-            await setups.release()
+            setups.release()
             _ = try? await run(["down"], instance: name)
             throw error
         }
-        await setups.release()
+        setups.release()
         var values: [String: String] = [:]
         for line in output.split(separator: "\n") {
             let parts = line.split(separator: "=", maxSplits: 1)
@@ -68,7 +68,8 @@ public struct PrivateRedis: Sendable {
             let fields = line.split(separator: " ")
             guard fields.count >= 5 else { return nil }
             return Node(
-                name: String(fields[0]), address: String(fields[1]), state: String(fields[3]), role: String(fields[4]),
+                name: String(fields[0]), address: String(fields[1]), tlsPort: String(fields[2]), state: String(fields[3]),
+                role: String(fields[4]),
                 slots: fields.count > 5 ? String(fields[5]) : "")
         }
     }
@@ -78,6 +79,9 @@ public struct PrivateRedis: Sendable {
         public var name: String
         /// `127.0.0.1:PORT`.
         public var address: String
+        /// The node's TLS port (the cluster bus, replication and `MIGRATE` between
+        /// nodes run over TLS: `MIGRATE` must name this port).
+        public var tlsPort: String
         /// `up`, `down` or `paused`.
         public var state: String
         /// `primary` or `replica-of-NAME`, with `,failed` when the cluster marks it so.

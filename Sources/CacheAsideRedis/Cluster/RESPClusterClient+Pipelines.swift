@@ -200,6 +200,7 @@ extension RESPClusterClient {
                             results[item.index] = .success(reply)
                             continue
                         }
+                        countRedirection(errorClass)
                         switch errorClass {
                         case .moved(let redirection):
                             pending.append(Routed(index: item.index, slot: item.slot, node: followMoved(redirection, from: batch.node)))

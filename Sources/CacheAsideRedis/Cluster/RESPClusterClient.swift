@@ -63,6 +63,9 @@ public final class RESPClusterClient: Sendable {
     private let state: Mutex<State>
     private let keylessCursor = Atomic<UInt>(0)
     private let sentToNodes = Atomic<Int>(0)
+    private let movedCount = Atomic<Int>(0)
+    private let askCount = Atomic<Int>(0)
+    private let tryAgainCount = Atomic<Int>(0)
 
     typealias Machine = ClusterTopologyStateMachine<ContinuousClock.Instant>
 
@@ -227,12 +230,15 @@ public final class RESPClusterClient: Sendable {
             }
             switch errorClass {
             case .moved(let redirection):
+                countRedirection(errorClass)
                 node = followMoved(redirection, from: node)
                 asking = false
             case .ask(let redirection):
+                countRedirection(errorClass)
                 node = self.node(at: redirection.address(answeredBy: node.address))
                 asking = true
             case .tryAgain:
+                countRedirection(errorClass)
                 try await Task.sleep(for: configuration.tryAgainDelay)
             case .clusterDown, .readOnly:
                 serverReportedChange(node)
@@ -620,6 +626,21 @@ public final class RESPClusterClient: Sendable {
     /// Counts a round trip to a node.
     func countRoundTrip() {
         sentToNodes.add(1, ordering: .relaxed)
+    }
+
+    /// How many `MOVED`, `ASK` and `TRYAGAIN` replies the client followed.
+    package var redirections: (moved: Int, ask: Int, tryAgain: Int) {
+        (movedCount.load(ordering: .relaxed), askCount.load(ordering: .relaxed), tryAgainCount.load(ordering: .relaxed))
+    }
+
+    /// Counts a redirection followed.
+    func countRedirection(_ errorClass: ClusterErrorClass) {
+        switch errorClass {
+        case .moved: movedCount.add(1, ordering: .relaxed)
+        case .ask: askCount.add(1, ordering: .relaxed)
+        case .tryAgain: tryAgainCount.add(1, ordering: .relaxed)
+        default: break
+        }
     }
 
     /// How many topology refreshes the client started.
