@@ -133,6 +133,10 @@ public final class RESPClient: Sendable {
     /// The connection for the next command: round-robin, skipping connections that
     /// wait to reconnect while another one is up.
     @inline(__always)
+    /// The first connection, alone: what a cluster client asks for the topology on (a
+    /// node asked only for that, a replica, keeps one connection open, not all).
+    var firstConnection: RESPConnection { connections[0] }
+
     func connection() -> RESPConnection {
         let count = connections.count
         if count == 1 { return connections[0] }

@@ -471,16 +471,21 @@ public final class RESPClusterClient: Sendable {
         let overTLS = tls != nil
         let topology: ClusterTopology
         do {
+            // On the node's first connection only: a node asked for nothing but the
+            // topology (a replica) costs one connection, not connectionCount.
+            func ask(_ subcommand: String) async throws -> RESPReply {
+                let reply = try await node.client.firstConnection.send { RESPCommands.Raw(["CLUSTER", subcommand]).encode(into: &$0) }
+                if case .error(let message) = reply { throw RESPError.server(message) }
+                return reply
+            }
             if state.withLock({ $0.useClusterSlots }) {
-                topology = try ClusterTopology(
-                    clusterSlotsReply: try await node.client.execute(RESPCommands.Raw(["CLUSTER", "SLOTS"])), overTLS: overTLS)
+                topology = try ClusterTopology(clusterSlotsReply: try await ask("SLOTS"), overTLS: overTLS)
             } else {
                 do {
-                    topology = try ClusterTopology(clusterShardsReply: try await node.client.execute(RESPCommands.Raw(["CLUSTER", "SHARDS"])))
+                    topology = try ClusterTopology(clusterShardsReply: try await ask("SHARDS"))
                 } catch let error as RESPError where error.isServerError && error.message.lowercased().contains("unknown subcommand") {
                     state.withLock { $0.useClusterSlots = true }
-                    topology = try ClusterTopology(
-                        clusterSlotsReply: try await node.client.execute(RESPCommands.Raw(["CLUSTER", "SLOTS"])), overTLS: overTLS)
+                    topology = try ClusterTopology(clusterSlotsReply: try await ask("SLOTS"), overTLS: overTLS)
                 }
             }
             return try ClusterSlotMap(topology: topology, tls: overTLS, answeredBy: node.address.host)
