@@ -151,6 +151,75 @@ import Testing
         await cluster.down()
     }
 
+    /// A subscription listens on one node; when that node is killed it moves to
+    /// another and receives what is published afterwards; a cluster client's commands
+    /// to the killed primary's slots fail fast, then reach the replica that took over.
+    @Test func aKilledNodeMovesTheSubscriptionAndItsSlotsToTheReplicaThatTookOver() async throws {
+        let cluster = try await PrivateRedis.start("subscription", cluster: true)
+        let redis = try makeClusterClient(url: cluster.url) { configuration in
+            configuration.node.commandTimeout = .milliseconds(500)
+            configuration.node.connectTimeout = .milliseconds(500)
+            configuration.node.reconnectBackoffMaximum = .milliseconds(200)
+            configuration.minimumRefreshInterval = .milliseconds(200)
+            configuration.subscriptionCheckInterval = .milliseconds(100)
+        }
+        do {
+            let channel = TestEnvironment.uniqueName("moving")
+            // A key on the primary the subscription listens on, or the subscription's
+            // node is a replica: kill the primary of a key, and the subscription's node.
+            let subscription = try await redis.subscribe(channels: [channel])
+            let listening = try #require(subscription.node)
+            let nodes = try await cluster.nodes()
+            let listener = try #require(nodes.first { $0.address == listening })
+            var victims = [listener]
+            let key = TestEnvironment.uniqueName("survivor")
+            #expect(try await redis.set(key, to: "kept"))
+            let owner = try #require(redis.primary(forKey: key))
+            if owner != listening, let primary = nodes.first(where: { $0.address == owner }) {
+                // Its primary only if that does not take down a shard whole.
+                if !(listener.role == "replica-of-\(primary.name)") { victims.append(primary) }
+            }
+            // The replica must have the key before its primary dies.
+            let ownerAdmin = try nodeClient(owner, url: cluster.url)
+            _ = try await ownerAdmin.send("WAIT", "1", "5000")
+            await ownerAdmin.shutdown()
+            for victim in victims { try await cluster.devServices("stop", victim.name) }
+
+            // Commands to the dead primary's slots fail fast until the replica takes
+            // over, then work on the same client.
+            if victims.contains(where: { $0.address == owner }) {
+                let start = ContinuousClock.now
+                _ = try? await redis.get(key)
+                #expect(ContinuousClock.now - start < .seconds(10), "a command to a dead node never hangs")
+            }
+            let value = try await eventually(timeout: .seconds(60)) { () -> String? in try await redis.getString(key) }
+            #expect(value == "kept", "\(String(describing: value))")
+            #expect(redis.primary(forKey: key) != nil)
+            #expect(!victims.contains { $0.address == redis.primary(forKey: key) }, "the key's slot moved to the replica")
+
+            // The subscription moved: a message published now arrives.
+            let received = Locked<[String]>([])
+            let reader = Task {
+                for try await message in subscription {
+                    received.withLock { $0.append(message.payloadString) }
+                    if message.payloadString == "after" { return }
+                }
+            }
+            let arrived = try await eventually(timeout: .seconds(60)) { () -> Bool? in
+                _ = try await redis.publish("after", to: channel)
+                return received.withLock { $0.contains("after") } ? true : nil
+            }
+            #expect(arrived == true, "a message published after the kill arrived")
+            #expect(subscription.node != listening, "the subscription moved off \(listening)")
+            reader.cancel()
+            await subscription.close()
+        } catch {
+            Issue.record(error)
+        }
+        await redis.shutdown()
+        await cluster.down()
+    }
+
     /// One primary with a replica, the primary's address in the client (as
     /// ElastiCache's primary endpoint): a coordinated failover makes the old primary
     /// answer `READONLY` (the client reopens its connection), a failover back makes
