@@ -7,7 +7,7 @@ import Testing
 /// reader. Each test states what a design that overlapped a lease over "nothing" (or
 /// kept the schema version in the key, or counted refusals as successes) would get
 /// wrong.
-@Suite(.onStandaloneAndCluster) struct InterleavingTests {
+@Suite struct InterleavingTests {
     static let modes: [CachePolicy.LeaseMode] = [.overlapped, .exclusive]
 
     enum Vanish: Sendable, CaseIterable {

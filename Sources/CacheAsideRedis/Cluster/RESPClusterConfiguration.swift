@@ -208,7 +208,7 @@ struct ClusterURL {
 /// (`?cluster=true`, one or more seeds), else a ``RESPClient``.
 ///
 /// ```swift
-/// let redis = try RESPClients.make(url: environment["REDIS_URL"]!) { $0.commandTimeout = .milliseconds(250) }
+/// let redis = try RESPClients.make(url: redisURL) { $0.commandTimeout = .milliseconds(250) }
 /// let cache = try CacheAside(postgres: postgres, redis: redis, namespace: "myapp", logger: logger)
 /// ```
 public enum RESPClients {
