@@ -26,7 +26,7 @@ struct CacheBench: AsyncParsableCommand {
             pgbench_select_c1 and pgbench_select_c8 against the same servers, and when \
             Benchmarks/PostgresNIOBench is built (`make bench` builds it), the same SELECT on \
             PostgresNIO (pg_select_postgresnio, pg_select_concurrent_postgresnio); with a Redis \
-            Cluster URL, cluster_get, cluster_get_concurrent, redis_benchmark_cluster_get_c50 \
+            Cluster URL, cluster_get, cluster_get_one_key, cluster_get_concurrent, redis_benchmark_cluster_get_c50 \
             (redis-benchmark --cluster), cluster_cache_hit and cluster_find_many_hit. Then the \
             ratios the project targets. Use a release build (`make bench`).
             """)

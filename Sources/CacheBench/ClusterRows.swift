@@ -8,6 +8,7 @@ import CacheAsideRedis
 /// `REDIS_CLUSTER_URL`; `make bench` starts a 6-node cluster):
 ///
 /// - `cluster_get`: one task, GET through ``RESPClusterClient`` of keys on every primary;
+/// - `cluster_get_one_key`: one task, GET of one key (one node, as `redis_get`);
 /// - `cluster_get_concurrent`: the same from `--concurrency` tasks;
 /// - `redis_benchmark_cluster_get_c50`: `redis-benchmark --cluster -t get -c 50` against
 ///   the same cluster, in the same run;
@@ -39,6 +40,10 @@ struct ClusterRows: Sendable {
             progress("cluster_get ...")
             results.append(("cluster_get", try await bench.sequential(settings.iterations, warmup: settings.warmup) { i in
                 _ = try await redis.get(keys[i % keys.count])
+            }))
+            progress("cluster_get_one_key ...")
+            results.append(("cluster_get_one_key", try await bench.sequential(settings.iterations, warmup: settings.warmup) { _ in
+                _ = try await redis.get(keys[0])
             }))
             progress("cluster_get_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
             results.append(("cluster_get_concurrent", try await bench.concurrent { i in
