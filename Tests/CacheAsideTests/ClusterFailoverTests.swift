@@ -27,6 +27,7 @@ import Testing
             let repos = processes.map { fixture.repository($0, probe: LoadProbe(), policy: policy) }
             let keys = try (1...keyCount).map { try repos[0].cacheKey(for: $0).entryKey }
             let clusterClient = try #require(processes[0].redis as? RESPClusterClient)
+            let clientStarted = ContinuousClock.now
 
             // The victim: the primary that serves the most of the storm's keys.
             _ = try await repos[0].find(1)
@@ -185,6 +186,11 @@ import Testing
                     #expect(item == (try await fixture.row(id)), "row \(id) after the failover")
                 }
             }
+            // No refresh storm: thousands of failed commands cost at most one refresh
+            // per minimumRefreshInterval (1 s), plus the first.
+            let elapsed = ContinuousClock.now - clientStarted
+            let bound = Int(elapsed / clusterClient.configuration.minimumRefreshInterval) + 2
+            #expect(clusterClient.refreshCount <= bound, "\(clusterClient.refreshCount) refreshes in \(elapsed)")
             let after = try await cluster.nodes()
             #expect(!after.contains { $0.address == victimAddress && $0.role == "primary" && $0.state == "up" })
             let stats = processes.map { $0.cache.statistics(keyspace: "item") }
