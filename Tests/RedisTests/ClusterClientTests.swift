@@ -239,3 +239,64 @@ func nodeClient(_ address: String, url: String) throws -> RESPClient {
         }
     }
 }
+
+/// How many connections a cluster client keeps per node, counted by the servers
+/// (`CLIENT LIST` of a user of the test's own on every node of the shared cluster).
+@Suite struct ClusterConnectionTests {
+    @Test func aClientKeepsConnectionCountPerPrimaryAndOneConnectionPerReplicaItAskedForTheTopology() async throws {
+        let url = try TestEnvironment.redisClusterURL()
+        let shared = try RESPClusterConfiguration(url: url)
+        let admins = try shared.seeds.map { seed -> RESPClient in
+            var node = shared.node
+            node.endpoint = seed
+            node.commandTimeout = .seconds(10)
+            node.connectionCount = 1
+            return try RESPClient(configuration: node)
+        }
+        let user = TestEnvironment.uniqueName("conns")
+        let password = TestEnvironment.uniqueName("pw")
+        do {
+            for admin in admins {
+                _ = try await admin.send("ACL", "SETUSER", user, "on", ">\(password)", "~*", "&*", "+@all")
+            }
+            var configuration = shared
+            configuration.node.username = user
+            configuration.node.password = password
+            configuration.node.commandTimeout = .seconds(5)
+            configuration.minimumRefreshInterval = .milliseconds(20)
+            let redis = try RESPClusterClient(configuration: configuration)
+            let keys = (0..<60).map { "\(user):\($0)" }
+            _ = try await redis.pipeline(keys.map { RESPCommands.SET($0, to: Array("v".utf8), expiration: .seconds(60)) })
+            for key in keys { _ = try await redis.get(key) }
+            // Refreshes go round every node: 12 of them ask each of the 6 nodes.
+            for _ in 0..<12 {
+                let before = redis.refreshCount
+                let node = try #require(redis.routingSnapshot?.primaries.first)
+                redis.serverReportedChange(node)
+                #expect(try await eventually(timeout: .seconds(30)) { redis.refreshCount > before ? true : nil } == true)
+            }
+            let primaries = Set(redis.knownPrimaries)
+            var counts: [String: Int] = [:]
+            for (seed, admin) in zip(shared.seeds, admins) {
+                let list = try await admin.send("CLIENT", "LIST").string ?? ""
+                counts[seed.description] = list.split(separator: "\n").filter { $0.contains(" user=\(user) ") }.count
+            }
+            for (node, count) in counts {
+                if primaries.contains(node) {
+                    #expect(count <= configuration.node.connectionCount && count >= 1, "primary \(node): \(count) connections")
+                } else {
+                    #expect(count == 1, "replica \(node), asked for the topology: \(count) connections")
+                }
+            }
+            print("cluster connections per node (\(primaries.count) primaries, connectionCount \(configuration.node.connectionCount)): \(counts.sorted { $0.key < $1.key })")
+            _ = try await redis.del(keys)
+            await redis.shutdown()
+        } catch {
+            Issue.record(error)
+        }
+        for admin in admins {
+            _ = try? await admin.send("ACL", "DELUSER", user)
+            await admin.shutdown()
+        }
+    }
+}
