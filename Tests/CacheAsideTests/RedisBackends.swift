@@ -27,8 +27,9 @@ enum RedisBackend: String, Sendable, CustomStringConvertible {
 
 /// Runs every test of a suite twice: against one Redis, then against the Redis Cluster,
 /// with the same fixtures (``RedisBackend/current`` tells them which). The cache core
-/// must behave the same on both; a test that needs servers of its own gets a private
-/// Redis or a private cluster (``PrivateServers``).
+/// must behave the same on both. (Tests that stop or reconfigure servers of their own
+/// run on one Redis; the cluster's failures have tests of their own, on private
+/// clusters.)
 ///
 /// The second run announces itself on the console, and its keys carry `cluster` in their
 /// namespace, so that a failure says which run it came from.
@@ -71,46 +72,9 @@ func makeRedisClient(url: String, _ configure: (inout RESPConfiguration) -> Void
     try RESPClients.make(url: url, logger: testLogger, configure: configure)
 }
 
-/// Servers of the test's own, which it may stop, pause or reconfigure: a private Redis
-/// (and PostgreSQL) instance on the standalone run, a private 6-node cluster on the
-/// cluster run.
-struct PrivateServers: Sendable {
-    let backend: RedisBackend
-    let instance: String
-    let redisURL: String
-
-    static func start(_ label: String) async throws -> PrivateServers {
-        switch RedisBackend.current {
-        case .standalone:
-            let name = TestEnvironment.uniqueName(label)
-            let urls = try await TestEnvironment.startPrivateInstance(name)
-            return PrivateServers(backend: .standalone, instance: name, redisURL: urls.redisURL)
-        case .cluster:
-            let cluster = try await PrivateRedis.start(label, cluster: true)
-            return PrivateServers(backend: .cluster, instance: cluster.instance, redisURL: cluster.url)
-        }
-    }
-
-    /// Kills Redis (every node of the cluster): it comes back empty with ``startRedis()``.
-    func stopRedis() async throws {
-        try await TestEnvironment.runDevServices(["stop", backend == .cluster ? "cluster" : "redis"], instance: instance)
-    }
-
-    /// Starts Redis again (every node of the cluster, and waits until it is healthy).
-    func startRedis() async throws {
-        try await TestEnvironment.runDevServices(["start", backend == .cluster ? "cluster" : "redis"], instance: instance)
-    }
-
-    /// Stops everything and deletes the instance.
-    func down() async {
-        _ = try? await TestEnvironment.runDevServices(["down"], instance: instance)
-    }
-}
-
-/// The tests' own view of Redis, beside the cache: reads of raw keys and admin
-/// commands. On a cluster, a command on keys goes where they live (a cluster client),
-/// and an admin command (`send`) goes to every node: `FLUSHDB` empties every primary
-/// (replicas refuse it and follow), `CONFIG SET` and `CLIENT PAUSE` change every node.
+/// The tests' own view of Redis, beside the cache: reads and writes of raw keys, and
+/// `SCAN`. On a cluster, a command on keys goes where they live (a cluster client), and
+/// `SCAN` goes to every node.
 final class TestRedis: Sendable {
     let client: any RESPClientProtocol
     /// A client of each node of the cluster (the URL names them all); empty for one
@@ -147,72 +111,6 @@ final class TestRedis: Sendable {
 
     /// The clients admin commands go to: the server's, or every node's.
     private var targets: [any RESPClientProtocol] { isCluster ? nodes : [client] }
-
-    /// An admin command: to the server, or to every node of the cluster (the first
-    /// reply; replicas refusing a write are skipped, any other error is thrown).
-    @discardableResult
-    func send(_ arguments: String...) async throws -> RESPReply {
-        var first: RESPReply?
-        for node in targets {
-            do {
-                let reply = try await node.send(arguments)
-                if first == nil { first = reply }
-            } catch let error as RESPError where isCluster && error.isReadOnlyReplica {
-                continue
-            }
-        }
-        guard let first else { throw RESPError(kind: .server, message: "no node took \(arguments.first ?? "")") }
-        return first
-    }
-
-    /// The sum of an `INFO` field over the server, or over the primaries of the cluster.
-    func stat(_ name: String, section: String = "stats") async throws -> Int {
-        var total = 0
-        for node in targets {
-            if isCluster, try await node.send("ROLE").array?.first?.string != "master" { continue }
-            total += Self.field(name, in: try await node.send("INFO", section).string ?? "")
-        }
-        return total
-    }
-
-    private static func field(_ name: String, in info: String) -> Int {
-        for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix(name + ":") {
-            return Int(line.dropFirst(name.count + 1)) ?? 0
-        }
-        return 0
-    }
-
-    /// Sets the `maxmemory` of the server (of every node) to what it uses now plus
-    /// `headroom` bytes, with `policy` (`allkeys-random`, `noeviction`, ...).
-    func limitMemory(headroom: Int, policy: String) async throws {
-        for node in targets {
-            _ = try await node.send("CONFIG", "SET", "maxmemory-policy", policy)
-            let used = Self.field("used_memory", in: try await node.send("INFO", "memory").string ?? "")
-            _ = try await node.send("CONFIG", "SET", "maxmemory", String(used + headroom))
-        }
-    }
-
-    /// Makes the server refuse writes while it serves reads, as a primary demoted by a
-    /// failover does: one server becomes a replica of nothing (`REPLICAOF` port 9, it
-    /// answers `READONLY`); a cluster's primaries (which cannot be made replicas so)
-    /// require more replicas than they have (`min-replicas-to-write`, they answer
-    /// `NOREPLICAS`).
-    func refuseWrites() async throws {
-        if isCluster {
-            try await send("CONFIG", "SET", "min-replicas-to-write", "10")
-        } else {
-            try await send("REPLICAOF", "127.0.0.1", "9")
-        }
-    }
-
-    /// Undoes ``refuseWrites()``.
-    func acceptWrites() async throws {
-        if isCluster {
-            try await send("CONFIG", "SET", "min-replicas-to-write", "0")
-        } else {
-            try await send("REPLICAOF", "NO", "ONE")
-        }
-    }
 
     /// Every key that matches `pattern` (SCAN on the server, or on every node).
     func keys(matching pattern: String) async throws -> [String] {
