@@ -138,6 +138,8 @@ extension RESPClusterClient {
         var slot: HashSlot?
         var node: ClusterNode?
         var asking = false
+        /// The `MOVED` and `ASK` replies this command followed.
+        var redirects = 0
     }
 
     /// What one node got and answered.
@@ -155,7 +157,7 @@ extension RESPClusterClient {
     ) async throws -> [Result<RESPReply, RESPError>] {
         var results = [Result<RESPReply, RESPError>?](repeating: nil, count: slots.count)
         var pending = slots.indices.map { Routed(index: $0, slot: slots[$0]) }
-        var round = 0
+        var tryAgainUntil: ContinuousClock.Instant?
         while !pending.isEmpty {
             let routing = try await currentRouting()
             // By node, in order of each node's first command.
@@ -195,7 +197,20 @@ extension RESPClusterClient {
                             continue
                         }
                         let errorClass = ClusterErrorClass(errorMessage: message)
-                        guard round < configuration.maximumRedirects else {
+                        if case .tryAgain = errorClass {
+                            // Keys split by a migration: again, for at most the command timeout.
+                            countRedirection(errorClass)
+                            let deadline = tryAgainUntil ?? ContinuousClock.now + configuration.node.commandTimeout
+                            tryAgainUntil = deadline
+                            if ContinuousClock.now + configuration.tryAgainDelay < deadline {
+                                pending.append(item)
+                                pause = true
+                            } else {
+                                results[item.index] = .success(reply)
+                            }
+                            continue
+                        }
+                        guard item.redirects < configuration.maximumRedirects else {
                             if errorClass.suggestsTopologyChange { serverReportedChange(batch.node) }
                             results[item.index] = .success(reply)
                             continue
@@ -203,10 +218,12 @@ extension RESPClusterClient {
                         countRedirection(errorClass)
                         switch errorClass {
                         case .moved(let redirection):
-                            pending.append(Routed(index: item.index, slot: item.slot, node: followMoved(redirection, from: batch.node)))
+                            pending.append(Routed(
+                                index: item.index, slot: item.slot, node: followMoved(redirection, from: batch.node),
+                                redirects: item.redirects + 1))
                         case .ask(let redirection):
                             let target = node(at: redirection.address(answeredBy: batch.node.address))
-                            pending.append(Routed(index: item.index, slot: item.slot, node: target, asking: true))
+                            pending.append(Routed(index: item.index, slot: item.slot, node: target, asking: true, redirects: item.redirects + 1))
                         case .tryAgain:
                             pending.append(item)
                             pause = true
@@ -220,7 +237,6 @@ extension RESPClusterClient {
                 }
             }
             if pause { try await Task.sleep(for: configuration.tryAgainDelay) }
-            round += 1
         }
         return results.map { $0 ?? .failure(RESPError.protocolError("no reply for a command of the pipeline")) }
     }

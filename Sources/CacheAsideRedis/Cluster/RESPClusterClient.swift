@@ -31,9 +31,10 @@ import Synchronization
 ///   that serve slots. Nodes that leave the cluster have their connections closed.
 /// - **Redirections**: `MOVED` updates the slot map at once and sends the command to
 ///   the named node; `ASK` sends `ASKING` and the command to the importing node, without
-///   touching the map; `TRYAGAIN` (a multi-key command on a slot in migration) waits
-///   ``RESPClusterConfiguration/tryAgainDelay`` and sends it again; each command follows
-///   at most ``RESPClusterConfiguration/maximumRedirects`` of them.
+///   touching the map; each command follows at most
+///   ``RESPClusterConfiguration/maximumRedirects`` of them. `TRYAGAIN` (a multi-key
+///   command whose keys a migration has split between two nodes) sends it again every
+///   ``RESPClusterConfiguration/tryAgainDelay``, for at most the command timeout.
 /// - **Multi-key commands**: `MGET`, `DEL`, `UNLINK` and `EXISTS` whose keys live in
 ///   several slots are split into one command per slot, sent as one pipeline per node
 ///   (the nodes concurrently), and their replies put back together in key order. Any
@@ -207,6 +208,7 @@ public final class RESPClusterClient: Sendable {
         var node = try self.node(for: slot, routing: routing)
         var asking = false
         var redirects = 0
+        var tryAgainUntil: ContinuousClock.Instant?
         var loadedScript = false
         while true {
             let reply: RESPReply
@@ -224,6 +226,16 @@ public final class RESPClusterClient: Sendable {
                 continue
             }
             let errorClass = ClusterErrorClass(errorMessage: message)
+            if case .tryAgain = errorClass {
+                // The command's keys are split between two nodes while their slot
+                // migrates: wait for the move, for at most the command timeout.
+                countRedirection(errorClass)
+                let deadline = tryAgainUntil ?? ContinuousClock.now + configuration.node.commandTimeout
+                tryAgainUntil = deadline
+                guard ContinuousClock.now + configuration.tryAgainDelay < deadline else { throw RESPError.server(message) }
+                try await Task.sleep(for: configuration.tryAgainDelay)
+                continue
+            }
             guard redirects < configuration.maximumRedirects else {
                 if errorClass.suggestsTopologyChange { serverReportedChange(node) }
                 throw RESPError.server(message)
@@ -238,8 +250,7 @@ public final class RESPClusterClient: Sendable {
                 node = self.node(at: redirection.address(answeredBy: node.address))
                 asking = true
             case .tryAgain:
-                countRedirection(errorClass)
-                try await Task.sleep(for: configuration.tryAgainDelay)
+                continue
             case .clusterDown, .readOnly:
                 serverReportedChange(node)
                 throw RESPError.server(message)

@@ -38,11 +38,12 @@ public struct RESPClusterConfiguration: Sendable, Hashable, CustomStringConverti
     /// The longest wait between refresh attempts after failures (each failure in a row
     /// doubles the wait, from ``minimumRefreshInterval``). Default: 10 seconds.
     public var maximumRefreshBackoff: Duration = .seconds(10)
-    /// How many times one command follows `MOVED`, `ASK` and `TRYAGAIN` replies before
-    /// the last one is its error. Default: 5.
+    /// How many times one command follows `MOVED` and `ASK` replies before the last one
+    /// is its error. Default: 5.
     public var maximumRedirects: Int = 5
-    /// How long a command waits after a `TRYAGAIN` reply (a multi-key command on a slot
-    /// in migration) before it is sent again. Default: 10 milliseconds.
+    /// How long a command waits after a `TRYAGAIN` reply (a multi-key command whose keys
+    /// a slot migration has split between two nodes) before it is sent again; it is sent
+    /// again for at most the command timeout. Default: 10 milliseconds.
     public var tryAgainDelay: Duration = .milliseconds(10)
     /// How often a subscription checks that its node still answers (and is still part
     /// of the cluster), and moves to another node if not. Default: 500 milliseconds.
