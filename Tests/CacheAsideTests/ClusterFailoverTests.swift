@@ -73,7 +73,7 @@ import Testing
                     || ContinuousClock.now >= deadline
             }
 
-            await withTaskGroup(of: Void.self) { group in
+            await HeavyTests.oneAtATime { await withTaskGroup(of: Void.self) { group in
                 for r in 0..<8 {
                     group.addTask {
                         let mine = r % repos.count
@@ -148,7 +148,7 @@ import Testing
                         try? await Task.sleep(for: .milliseconds(10))
                     }
                 }
-            }
+            } }
 
             let recovery = hitsResumedAfter.withLock { $0 }
             #expect(killedAt.withLock { $0 } != nil, "the primary was killed during the storm")

@@ -237,8 +237,10 @@ func isLease(_ bytes: [UInt8]?) -> Bool {
 }
 
 /// Waits until `condition` holds or `timeout` passes; returns whether it held. A
-/// condition that throws counts as not holding yet.
-func eventually(timeout: Duration = .seconds(5), _ condition: @Sendable () async throws -> Bool) async -> Bool {
+/// condition that throws counts as not holding yet. The default is far above what any
+/// wait takes alone: while a storm keeps both cores of a 2-core machine busy, a
+/// background retry that takes milliseconds alone has been seen to need over 5 s.
+func eventually(timeout: Duration = .seconds(30), _ condition: @Sendable () async throws -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if (try? await condition()) == true { return true }

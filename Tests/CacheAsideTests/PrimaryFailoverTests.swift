@@ -33,7 +33,7 @@ import Testing
             let done: @Sendable () -> Bool = {
                 (phase.withLock { $0 } == 3) || ContinuousClock.now >= deadline
             }
-            await withTaskGroup(of: Void.self) { group in
+            await HeavyTests.oneAtATime { await withTaskGroup(of: Void.self) { group in
                 for r in 0..<6 {
                     group.addTask {
                         let mine = r % repos.count
@@ -94,7 +94,7 @@ import Testing
                     }
                     phase.withLock { $0 = 3 }
                 }
-            }
+            } }
             let running = processes
             #expect(await eventually(timeout: .seconds(60)) { running.allSatisfy { $0.cache.pendingInvalidations == 0 } },
                     "every invalidation refused by the demoted primary landed after the failback")

@@ -111,7 +111,7 @@ import Testing
             (reads.count >= storm.targetReads && writes.count >= storm.targetWrites) || ContinuousClock.now >= deadline
         }
 
-        await withTaskGroup(of: Void.self) { group in
+        await HeavyTests.oneAtATime { await withTaskGroup(of: Void.self) { group in
             for r in 0..<16 {
                 group.addTask {
                     let repo = repos[r % repos.count]
@@ -183,7 +183,7 @@ import Testing
                     }
                 }
             }
-        }
+        } }
         // Fills sent off the callers' paths land (or are refused) before their lease
         // runs out: wait until no key holds a lease any more.
         #expect(await eventually(timeout: .seconds(30)) {

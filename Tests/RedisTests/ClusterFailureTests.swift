@@ -49,7 +49,7 @@ import Testing
             let done: @Sendable () -> Bool = {
                 operations.value >= after.withLock { $0 } || ContinuousClock.now >= deadline
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await HeavyTests.oneAtATime { try await withThrowingTaskGroup(of: Void.self) { group in
                 for t in 0..<4 {
                     group.addTask {
                         let mine = keys.indices.filter { $0 % 4 == t }.map { keys[$0] }
@@ -138,7 +138,7 @@ import Testing
                     after.withLock { $0 = operations.value + 200 }
                 }
                 try await group.waitForAll()
-            }
+            } }
             #expect(migrated.withLock { $0 }, "the migration finished")
             let problems = errors.withLock { $0 }
             #expect(problems.isEmpty, "\(problems.count) failures: \(problems.prefix(10))")

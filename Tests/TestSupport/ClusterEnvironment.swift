@@ -157,3 +157,23 @@ final class LockedState<Value>: @unchecked Sendable {
         return body(&value)
     }
 }
+
+/// Tests that keep both cores busy for seconds (storms through the cache, traffic
+/// during a failover or a migration) take turns: one at a time in the test process, so
+/// that the rest of the suite keeps threads for its own I/O on a 2-core machine.
+public enum HeavyTests {
+    private static let gate = AsyncGate()
+
+    /// Runs `body` once no other heavy test runs.
+    public static func oneAtATime<T>(_ body: () async throws -> T) async rethrows -> T {
+        await gate.acquire()
+        do {
+            let result = try await body()
+            gate.release()
+            return result
+        } catch {
+            gate.release()
+            throw error
+        }
+    }
+}
