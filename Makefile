@@ -87,7 +87,7 @@ build:
 	$(SWIFT) build
 
 test: deps
-	scripts/with-services $(SWIFT) test $(SWIFT_TEST_FLAGS)
+	scripts/with-services --cluster $(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 demo: deps
 	scripts/with-services $(SWIFT) run -c release user-lookup $(DEMO_ARGS)
@@ -99,7 +99,7 @@ bench: deps
 	$(SWIFT) build -c release --package-path Benchmarks/PostgresNIOBench || \
 		echo 'bench: Benchmarks/PostgresNIOBench did not build: the PostgresNIO rows will be missing' >&2
 	bin=$$($(SWIFT) build -c release --show-bin-path) && \
-		scripts/with-services "$$bin/cache-bench" $(BENCH_ARGS)
+		scripts/with-services --cluster "$$bin/cache-bench" $(BENCH_ARGS)
 
 clean:
 	scripts/dev-services down --all

@@ -78,9 +78,10 @@ public final class CacheAside: Sendable {
     ///
     /// - Parameters:
     ///   - postgres: the database client (its pool is shared by every repository).
-    ///   - redis: the Redis client. Give it a short command timeout (100–250 ms suits a
-    ///     cache on the same network): a read waits at most that long for a slow
-    ///     Redis before it goes to the database.
+    ///   - redis: the Redis client: a `RESPClient` (one server, or a primary endpoint)
+    ///     or a `RESPClusterClient` (a Redis Cluster). Give it a short command timeout
+    ///     (100–250 ms suits a cache on the same network): a read waits at most that
+    ///     long for a slow Redis before it goes to the database.
     ///   - namespace: the first part of every key, e.g. the application's name.
     ///   - defaultPolicy: the policy of repositories that do not give their own.
     ///   - codec: how values are stored; JSON by default.
@@ -96,7 +97,7 @@ public final class CacheAside: Sendable {
     ///   shorter than the staleness bound).
     public convenience init(
         postgres: PGClient,
-        redis: RESPClient,
+        redis: some RESPClientProtocol,
         namespace: String,
         defaultPolicy: CachePolicy = .default,
         codec: any CacheValueCodec = JSONValueCodec(),
@@ -108,7 +109,9 @@ public final class CacheAside: Sendable {
         try self.init(
             postgres: postgres, store: RedisCacheStore(redis: redis, channel: "\(namespace):cache-aside:fills"),
             namespace: namespace, defaultPolicy: defaultPolicy, codec: codec, shutdownTimeout: shutdownTimeout,
-            memoryCoherence: memoryCoherence, subscriber: redis, logger: logger)
+            // The in-process tiers' invalidation channel needs one server: on a cluster
+            // client they have none, and serve nothing from memory.
+            memoryCoherence: memoryCoherence, subscriber: redis as? RESPClient, logger: logger)
     }
 
     /// Creates the runtime over any store (tests use an in-memory one). With a

@@ -49,12 +49,12 @@ struct PublishingCacheStore: CacheStore {
                 replies = try await redis.pipeline(calls).map { $0.mapError { $0 } }
             }
         } catch {
-            throw RedisCacheStore.classify(error)
+            throw RedisCacheStore<RESPClient>.classify(error)
         }
         return replies.map { reply in
             switch reply {
-            case .failure(let error): return .refused(RedisCacheStore.classify(error))
-            case .success(.error(let message)): return .refused(RedisCacheStore.classify(message))
+            case .failure(let error): return .refused(RedisCacheStore<RESPClient>.classify(error))
+            case .success(.error(let message)): return .refused(RedisCacheStore<RESPClient>.classify(message))
             case .success(let value): return value.integer == 2 ? .deleted : .tombstoned
             }
         }

@@ -1,7 +1,8 @@
 import CacheAsideRedis
 
-/// The storage seam on one Redis (or Valkey) server: every Redis command the cache
-/// core sends is in this file.
+/// The storage seam on Redis (or Valkey), one server or a cluster (any
+/// `RESPClientProtocol`: `RESPClient`, `RESPClusterClient`): every Redis command the
+/// cache core sends is in this file.
 ///
 /// | operation | commands |
 /// |---|---|
@@ -17,12 +18,12 @@ import CacheAsideRedis
 /// Scripts unknown to the server (`NOSCRIPT`, after a restart, a failover or `SCRIPT
 /// FLUSH`) are loaded by the client, which sends the command again. Each script touches one key, so each call fits a cluster
 /// slot; `PUBLISH` from a script reaches every node's subscribers.
-package struct RedisCacheStore: CacheStore {
-    package let redis: RESPClient
+package struct RedisCacheStore<Redis: RESPClientProtocol>: CacheStore {
+    package let redis: Redis
     /// Where fills and releases of marked leases are announced.
     package let channel: String
 
-    package init(redis: RESPClient, channel: String) {
+    package init(redis: Redis, channel: String) {
         self.redis = redis
         self.channel = channel
     }

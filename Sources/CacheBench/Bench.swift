@@ -164,6 +164,7 @@ struct Bench: Sendable {
 
         results += try await MemoryRows(bench: self).run()
         results += try await tlsRows(plain: redis, valueKey: valueKey, value: Array(sampleValue))
+        results += try await ClusterRows(bench: self).run(postgres: postgres, value: Array(sampleValue))
 
         // The servers' own tools, against the same servers.
         if settings.external {
@@ -222,7 +223,7 @@ struct Bench: Sendable {
         return (rawAll.result(elapsed: rawTime), oursAll.result(elapsed: oursTime))
     }
 
-    private func sequential(
+    func sequential(
         _ n: Int, warmup: Int, untimed: (Int) async throws -> Void = { _ in },
         _ body: (Int) async throws -> Void
     ) async throws -> Result {

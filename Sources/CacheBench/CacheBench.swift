@@ -25,7 +25,9 @@ struct CacheBench: AsyncParsableCommand {
             pgbench are on PATH, also redis_benchmark_get_c50, redis_benchmark_get_tls_c50, \
             pgbench_select_c1 and pgbench_select_c8 against the same servers, and when \
             Benchmarks/PostgresNIOBench is built (`make bench` builds it), the same SELECT on \
-            PostgresNIO (pg_select_postgresnio, pg_select_concurrent_postgresnio). Then the \
+            PostgresNIO (pg_select_postgresnio, pg_select_concurrent_postgresnio); with a Redis \
+            Cluster URL, cluster_get, cluster_get_one_key, cluster_get_concurrent, redis_benchmark_cluster_get_c50 \
+            (redis-benchmark --cluster), cluster_cache_hit and cluster_find_many_hit. Then the \
             ratios the project targets. Use a release build (`make bench`).
             """)
 
@@ -37,6 +39,9 @@ struct CacheBench: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-tls-url"), help: "Redis URL over TLS, rediss:// (default: $REDIS_TLS_URL, trusting $DEV_SERVICES_TLS_DIR/ca.crt); without one the TLS rows are skipped.")
     var redisTLSURL: String?
+
+    @Option(name: .customLong("redis-cluster-url"), help: "Redis Cluster URL, redis://host:port,.../0?cluster=true (default: $REDIS_CLUSTER_URL); without one the cluster_* rows are skipped.")
+    var redisClusterURL: String?
 
     @Option(help: "Measured operations per sequential benchmark (after the warm-up).")
     var iterations: Int = 20_000
@@ -77,7 +82,9 @@ struct CacheBench: AsyncParsableCommand {
         }
         let settings = Settings(
             databaseURL: databaseURL, redisURL: redisURL,
-            redisTLSURL: benchTLSURL(option: redisTLSURL, environment: environment), iterations: iterations, warmup: warmup,
+            redisTLSURL: benchTLSURL(option: redisTLSURL, environment: environment),
+            redisClusterURL: (redisClusterURL ?? environment["REDIS_CLUSTER_URL"]).flatMap { $0.isEmpty ? nil : $0 },
+            iterations: iterations, warmup: warmup,
             concurrency: concurrency, seconds: seconds, rows: rows, external: !noExternal)
         // Measure off the main actor: every await would otherwise hop back to it.
         let results = try await Task.detached { try await Bench(settings: settings).run() }.value
@@ -93,6 +100,7 @@ struct Settings: Sendable {
     var databaseURL: String
     var redisURL: String
     var redisTLSURL: String?
+    var redisClusterURL: String?
     var iterations: Int
     var warmup: Int
     var concurrency: Int

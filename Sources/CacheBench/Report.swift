@@ -51,7 +51,7 @@ struct Report {
             Target(name: "cache_hit_concurrent ops/s / redis_benchmark_get_c50 ops/s",
                    ratio: ratio(value("cache_hit_concurrent")?.opsPerSecond, redisBenchmark),
                    bound: 1.5, atMost: false, formula: ">= 1.5"),
-        ] + cacheCoreTargets + memoryTargets + PostgresRows.targets(self)
+        ] + cacheCoreTargets + memoryTargets + PostgresRows.targets(self) + ClusterRows.targets(self)
     }
 
     func print() {

@@ -6,8 +6,8 @@ import Synchronization
 import TestSupport
 import Testing
 
-/// The cache-aside contract against the real servers.
-@Suite struct ReadThroughTests {
+/// The cache-aside contract against the real servers (one Redis, then the cluster).
+@Suite(.onStandaloneAndCluster) struct ReadThroughTests {
     @Test func aMissLoadsFillsAndTheNextFindHits() async throws {
         let fixture = try await Fixture.make(rows: 3)
         let process = try await Process.make(namespace: fixture.namespace)
@@ -119,6 +119,25 @@ import Testing
             let again = try await repo.find(many: [1, 2, 3, 4, 5, 404])
             #expect(again == found)
             #expect(probe.loadManyCalls == 1)
+            if let cluster = process.redis as? RESPClusterClient {
+                // On a cluster, hits across slots cost one round trip per node.
+                let ids: [Int64] = Array(1...20)
+                _ = try await repo.find(many: ids)
+                let keys = try ids.map { try repo.cacheKey(for: $0).entryKey }
+                #expect(await eventually(timeout: .seconds(30)) {
+                    try await fixture.rawRedis.mget(keys).allSatisfy { bytes in
+                        if case .value = EntryFormat.classify(bytes) { return true }
+                        return false
+                    }
+                }, "every fill landed")
+                let nodes = Set(keys.compactMap { cluster.primary(forKey: $0) })
+                #expect(nodes.count > 1, "20 keys over several primaries")
+                let trips = cluster.roundTrips
+                let hits = try await repo.find(many: ids)
+                #expect(hits.count == 20)
+                #expect(cluster.roundTrips - trips == nodes.count, "one MGET per node of \(nodes)")
+                #expect(probe.loadManyCalls == 2)
+            }
         } catch {
             Issue.record(error)
         }
@@ -202,7 +221,7 @@ import Testing
     }
 }
 
-@Suite struct ConsistencyTests {
+@Suite(.onStandaloneAndCluster) struct ConsistencyTests {
     /// The stale-set race, forced: a reader loads v1, a write lands, then the reader's
     /// fill must be rejected.
     @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])

@@ -74,10 +74,11 @@ struct NamedRepository: CachedRepository {
 }
 
 /// One "process": its own clients and runtime (own single-flight table, breaker and
-/// fill announcements subscription), running as a service until ``close()``.
+/// fill announcements subscription), running as a service until ``close()``. Its Redis
+/// is the test's backend (``RedisBackend/current``) unless `redisURL` names another.
 struct Process: Sendable {
     let postgres: PGClient
-    let redis: RESPClient
+    let redis: any RESPClientProtocol
     let cache: CacheAside
     let runner: Task<Void, any Error>
 
@@ -92,12 +93,12 @@ struct Process: Sendable {
         pgConfig.maxConnections = maxConnections
         pgConfig.connectTimeout = .seconds(60)
         pgConfig.acquireTimeout = .seconds(60)
-        var redisConfig = try RESPConfiguration(url: try redisURL ?? TestEnvironment.redisURL())
-        redisConfig.commandTimeout = redisCommandTimeout
-        redisConfig.connectTimeout = min(redisCommandTimeout, .seconds(10))
+        let redis = try makeRedisClient(url: try redisURL ?? RedisBackend.current.sharedURL()) { redisConfig in
+            redisConfig.commandTimeout = redisCommandTimeout
+            redisConfig.connectTimeout = min(redisCommandTimeout, .seconds(10))
+        }
         let postgres = PGClient(configuration: pgConfig)
-        let redis = try RESPClient(configuration: redisConfig)
-        let store = RedisCacheStore(redis: redis, channel: "\(namespace):cache-aside:fills")
+        let store = makeStore(redis, channel: "\(namespace):cache-aside:fills")
         let cache = try CacheAside(
             postgres: postgres, store: slowLeases ? SlowLeaseStore(base: store) : store, namespace: namespace,
             defaultPolicy: policy, logger: testLogger)
@@ -112,11 +113,16 @@ struct Process: Sendable {
     }
 }
 
+/// The cache's store on a client of either kind.
+func makeStore(_ redis: some RESPClientProtocol, channel: String) -> any CacheStore {
+    RedisCacheStore(redis: redis, channel: channel)
+}
+
 /// A process on a slow network, as a proxy that delays one process makes it: its lease
 /// requests reach Redis up to 3 ms late, which widens every window between what a
 /// reader saw and its lease.
 struct SlowLeaseStore: CacheStore {
-    let base: RedisCacheStore
+    let base: any CacheStore
 
     func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?] { try await base.read(keys) }
     func read(_ key: String) async throws(CacheStoreError) -> [UInt8]? { try await base.read(key) }
@@ -146,22 +152,23 @@ let testLeaseTTL: Duration = .seconds(60)
 let testLogger = Logger(label: "cache-aside-tests")
 
 /// A test's own table and namespace, and helpers to read the raw state of both servers.
+/// Its Redis is the test's backend (``RedisBackend/current``): one server or the cluster.
 struct Fixture: Sendable {
     let table: String
     let namespace: String
     let admin: PGClient
-    let rawRedis: RESPClient
+    let rawRedis: TestRedis
 
     static func make(rows: Int = 0) async throws -> Fixture {
         let table = TestEnvironment.uniqueName("items")
-        let namespace = TestEnvironment.uniqueName("ns")
+        let namespace = TestEnvironment.uniqueName(RedisBackend.current == .cluster ? "ns_cluster" : "ns")
         // Generous timeouts: when the whole suite starts at once, a first connection can
         // take seconds on a loaded 2-core machine.
         var adminConfig = try PGConfiguration(url: try TestEnvironment.databaseURL())
         adminConfig.connectTimeout = .seconds(60)
         adminConfig.acquireTimeout = .seconds(60)
         let admin = PGClient(configuration: adminConfig)
-        let rawRedis = try RESPClient(configuration: try RESPConfiguration(url: try TestEnvironment.redisURL()))
+        let rawRedis = try TestRedis(url: try RedisBackend.current.sharedURL())
         try await admin.execute("CREATE TABLE \(table) (id bigint PRIMARY KEY, name text NOT NULL, version bigint NOT NULL DEFAULT 1)")
         if rows > 0 {
             try await admin.execute(
@@ -184,21 +191,10 @@ struct Fixture: Sendable {
         try await entry(key, in: rawRedis)
     }
 
-    /// Every key under the namespace (SCAN, so it works on a shared server).
+    /// Every key under the namespace (SCAN, so it works on a shared server; on every
+    /// node of a cluster).
     func keys() async throws -> [String] {
-        var cursor = "0"
-        var keys: [String] = []
-        repeat {
-            let reply = try await rawRedis.send("SCAN", cursor, "MATCH", "\(namespace):*", "COUNT", "1000")
-            guard case .array(let parts) = reply, parts.count == 2,
-                  case .bulkString(let next) = parts[0], case .array(let batch) = parts[1] else {
-                Issue.record("unexpected SCAN reply \(reply)")
-                return keys
-            }
-            cursor = String(decoding: next, as: UTF8.self)
-            for case .bulkString(let k) in batch { keys.append(String(decoding: k, as: UTF8.self)) }
-        } while cursor != "0"
-        return keys
+        try await rawRedis.keys(matching: "\(namespace):*")
     }
 
     func close() async {
@@ -211,7 +207,12 @@ struct Fixture: Sendable {
 
 /// The entry under `key` in `redis`: nil for no key, a lease or a tombstone. Throws if
 /// the bytes are none of these (or another schema version's entry).
-func entry(_ key: String, in redis: RESPClient, schemaVersion: Int = 1) async throws -> CacheEntry<Item>? {
+func entry(_ key: String, in redis: TestRedis, schemaVersion: Int = 1) async throws -> CacheEntry<Item>? {
+    try await entry(key, in: redis.client, schemaVersion: schemaVersion)
+}
+
+/// The entry under `key` read through a client of either kind (a test's private one).
+func entry(_ key: String, in redis: some RESPClientProtocol, schemaVersion: Int = 1) async throws -> CacheEntry<Item>? {
     let bytes = try await redis.get(key)
     switch EntryFormat.classify(bytes) {
     case .nothing, .lease, .tombstone: return nil
@@ -236,8 +237,10 @@ func isLease(_ bytes: [UInt8]?) -> Bool {
 }
 
 /// Waits until `condition` holds or `timeout` passes; returns whether it held. A
-/// condition that throws counts as not holding yet.
-func eventually(timeout: Duration = .seconds(5), _ condition: @Sendable () async throws -> Bool) async -> Bool {
+/// condition that throws counts as not holding yet. The default is far above what any
+/// wait takes alone: while a storm keeps both cores of a 2-core machine busy, a
+/// background retry that takes milliseconds alone has been seen to need over 5 s.
+func eventually(timeout: Duration = .seconds(30), _ condition: @Sendable () async throws -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if (try? await condition()) == true { return true }

@@ -128,8 +128,8 @@ import Testing
 
             // Kill the reader's invalidation connection, then write at once: the
             // invalidation may be sent while the reader has no channel.
-            let killed = try await fixture.rawRedis.send(
-                "CLIENT", "KILL", "ID", String(try await connectionID(named: reader.cache.coherence.clientName, in: fixture.rawRedis)))
+            let killed = try await fixture.rawRedis.client.send(
+                "CLIENT", "KILL", "ID", String(try await connectionID(named: reader.cache.coherence.clientName, in: fixture.rawRedis.client)))
             #expect(killed == .integer(1))
             let table = fixture.table
             try await writerRepo.update(1) { tx in
@@ -397,7 +397,7 @@ struct MemoryProcess: Sendable {
 }
 
 /// The id of the client connection named `name` (`CLIENT LIST`).
-func connectionID(named name: String, in redis: RESPClient) async throws -> Int {
+func connectionID(named name: String, in redis: any RESPClientProtocol) async throws -> Int {
     let found = Shared<Int?>(nil)
     _ = await eventually(timeout: .seconds(30)) {
         let reply = try await redis.send("CLIENT", "LIST")
@@ -457,7 +457,7 @@ final class ReadGate: Sendable {
 
 /// A Redis store whose single-key reads pass a ``ReadGate`` after Redis answered.
 struct GatedReadStore: CacheStore {
-    let base: RedisCacheStore
+    let base: RedisCacheStore<RESPClient>
     let gate: ReadGate
 
     func read(_ keys: [String]) async throws(CacheStoreError) -> [[UInt8]?] { try await base.read(keys) }

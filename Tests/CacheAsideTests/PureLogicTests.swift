@@ -1,4 +1,5 @@
 @testable import CacheAside
+import CacheAsideRedis
 import Foundation
 import Testing
 
@@ -147,16 +148,16 @@ import Testing
     }
 
     @Test func serverRefusalsAreClassifiedFromTheirText() {
-        #expect(RedisCacheStore.classify("READONLY You can't write against a read only replica.").kind == .readOnly)
-        #expect(RedisCacheStore.classify("OOM command not allowed when used memory > 'maxmemory'.").kind == .outOfMemory)
-        #expect(RedisCacheStore.classify("MISCONF Redis is configured to save RDB snapshots").kind == .misconfigured)
-        #expect(RedisCacheStore.classify("LOADING Redis is loading the dataset in memory").kind == .loading)
-        #expect(RedisCacheStore.classify(
+        #expect(RedisCacheStore<RESPClient>.classify("READONLY You can't write against a read only replica.").kind == .readOnly)
+        #expect(RedisCacheStore<RESPClient>.classify("OOM command not allowed when used memory > 'maxmemory'.").kind == .outOfMemory)
+        #expect(RedisCacheStore<RESPClient>.classify("MISCONF Redis is configured to save RDB snapshots").kind == .misconfigured)
+        #expect(RedisCacheStore<RESPClient>.classify("LOADING Redis is loading the dataset in memory").kind == .loading)
+        #expect(RedisCacheStore<RESPClient>.classify(
             "ERR Error running script (call to f_1): @user_script:3: @user_script: 3: -READONLY You can't write against a read only replica."
         ).kind == .readOnly)
-        #expect(RedisCacheStore.classify("OOM command not allowed when used memory > 'maxmemory'. script: abc").isOutage)
-        #expect(RedisCacheStore.classify("WRONGTYPE Operation against a key holding the wrong kind of value").kind == .rejected)
-        #expect(!RedisCacheStore.classify("ERR unknown command").isOutage)
+        #expect(RedisCacheStore<RESPClient>.classify("OOM command not allowed when used memory > 'maxmemory'. script: abc").isOutage)
+        #expect(RedisCacheStore<RESPClient>.classify("WRONGTYPE Operation against a key holding the wrong kind of value").kind == .rejected)
+        #expect(!RedisCacheStore<RESPClient>.classify("ERR unknown command").isOutage)
     }
 }
 

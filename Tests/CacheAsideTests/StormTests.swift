@@ -33,19 +33,19 @@ import Testing
         var targetWrites = 200
     }
 
-    @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
+    @Test(.onStandaloneAndCluster, arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
     func aStormLeavesNoStaleEntryAndNoReadGoesBackInTime(mode: CachePolicy.LeaseMode) async throws {
         try await run(Storm(mode: mode))
     }
 
     /// Scenario 1 at scale: every tombstone is deleted as soon as it is seen.
-    @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
+    @Test(.onStandaloneAndCluster, arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
     func aStormSurvivesAnAdversaryDeletingEveryTombstone(mode: CachePolicy.LeaseMode) async throws {
         try await run(Storm(mode: mode, schemaVersions: [1, 1, 1], adversary: .deletesTombstones, keyCount: 8))
     }
 
     /// Scenario 2 at scale: a rolling deploy, one process on the previous version.
-    @Test(arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
+    @Test(.onStandaloneAndCluster, arguments: [CachePolicy.LeaseMode.overlapped, .exclusive])
     func aStormWithOneProcessOnThePreviousSchemaVersion(mode: CachePolicy.LeaseMode) async throws {
         try await run(Storm(mode: mode, schemaVersions: [1, 2, 2]))
     }
@@ -84,8 +84,9 @@ import Testing
 
     func run(_ storm: Storm) async throws {
         let fixture = try await Fixture.make(rows: Int(storm.keyCount))
-        let redisURL = try storm.redisURL ?? TestEnvironment.redisURL()
-        let raw = try RESPClient(configuration: try RESPConfiguration(url: redisURL))
+        // The test's backend (one Redis, or the cluster) unless the storm brings its own.
+        let redisURL = try storm.redisURL ?? RedisBackend.current.sharedURL()
+        let raw = try TestRedis(url: redisURL)
         let policy = CachePolicy(ttl: .seconds(60), leaseTTL: testLeaseTTL, leaseMode: storm.mode)
         var processes: [Process] = []
         for n in storm.schemaVersions.indices {
@@ -110,7 +111,7 @@ import Testing
             (reads.count >= storm.targetReads && writes.count >= storm.targetWrites) || ContinuousClock.now >= deadline
         }
 
-        await withTaskGroup(of: Void.self) { group in
+        await HeavyTests.oneAtATime { await withTaskGroup(of: Void.self) { group in
             for r in 0..<16 {
                 group.addTask {
                     let repo = repos[r % repos.count]
@@ -182,7 +183,7 @@ import Testing
                     }
                 }
             }
-        }
+        } }
         // Fills sent off the callers' paths land (or are refused) before their lease
         // runs out: wait until no key holds a lease any more.
         #expect(await eventually(timeout: .seconds(30)) {
@@ -210,7 +211,7 @@ import Testing
         #expect(stale.isEmpty, "stale entries: \(stale)")
         if storm.adversary == .deletesTombstones { #expect(deleted.count > 0, "the adversary deleted tombstones") }
         let stats = processes.map { $0.cache.statistics(keyspace: "item") }
-        print("storm (\(storm.mode) leases, schema versions \(storm.schemaVersions), \(storm.adversary)): \(reads.count) reads, \(writes.count) writes, \(deleted.count) keys deleted or filler keys written; \(cachedCount) of \(keyCount) keys cached at the end; \(stats.map(\.description))")
+        print("storm on \(storm.redisURL == nil ? RedisBackend.current.description : "a private Redis") (\(storm.mode) leases, schema versions \(storm.schemaVersions), \(storm.adversary)): \(reads.count) reads, \(writes.count) writes, \(deleted.count) keys deleted or filler keys written; \(cachedCount) of \(keyCount) keys cached at the end; \(stats.map(\.description))")
 
         // Quiet now: one read of every key fills it, with its row as it is.
         if storm.adversary != .evictsAtRandom {
@@ -226,7 +227,7 @@ import Testing
             }, "after the storm, every key is cached with its current row")
         }
         for p in processes { await p.close() }
-        if storm.redisURL != nil { _ = try? await raw.send("FLUSHDB") }
+        if storm.redisURL != nil { _ = try? await raw.client.send("FLUSHDB") }
         await raw.shutdown()
         await fixture.close()
     }

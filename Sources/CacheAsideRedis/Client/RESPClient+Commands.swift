@@ -1,5 +1,6 @@
-/// One-line conveniences over ``RESPClient/execute(_:)``.
-extension RESPClient {
+/// One-line conveniences over ``RESPClientProtocol/execute(_:)``, for ``RESPClient`` and
+/// ``RESPClusterClient`` alike.
+extension RESPClientProtocol {
     // MARK: - Strings
 
     /// `GET key`: the value's bytes, or `nil` if the key does not exist.

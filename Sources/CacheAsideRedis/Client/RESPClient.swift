@@ -93,6 +93,17 @@ public final class RESPClient: Sendable {
         }
     }
 
+    /// A client whose TLS context is made already (a cluster client's nodes share one).
+    init(validatedConfiguration configuration: RESPConfiguration, tls: TLSClientContext?, loop: IOLoop, logger: Logger) {
+        self.configuration = configuration
+        self.loop = loop
+        self.logger = logger
+        self.tls = tls
+        self.connections = (0..<configuration.connectionCount).map { _ in
+            RESPConnection(configuration: configuration, tls: tls, loop: loop, logger: logger)
+        }
+    }
+
     /// Creates a client from a `redis://`, `rediss://` or `unix://` URL, with default
     /// timeouts; see ``RESPConfiguration/init(url:)``.
     public convenience init(
@@ -122,6 +133,10 @@ public final class RESPClient: Sendable {
     /// The connection for the next command: round-robin, skipping connections that
     /// wait to reconnect while another one is up.
     @inline(__always)
+    /// The first connection, alone: what a cluster client asks for the topology on (a
+    /// node asked only for that, a replica, keeps one connection open, not all).
+    var firstConnection: RESPConnection { connections[0] }
+
     func connection() -> RESPConnection {
         let count = connections.count
         if count == 1 { return connections[0] }
