@@ -405,7 +405,10 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
                 unencodable.append(l)
             }
         }
-        if !unencodable.isEmpty { releaseLeases(unencodable) }
+        if !unencodable.isEmpty {
+            // Already off the caller's path (or a joiner waits for this verdict).
+            try? await cache.store.release(unencodable.map { WaitRequest(key: keys[$0.position], lease: $0.lease) })
+        }
         if requests.isEmpty { return }
         var replies: [FillReply]
         do {
