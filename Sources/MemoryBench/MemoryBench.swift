@@ -50,10 +50,12 @@ struct All: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "all", abstract: "Every measurement, in turn.")
 
     func run() async throws {
-        try await HitRatioCommand().run()
-        try await FootprintCommand().run()
-        try await HitsCommand().run()
-        try await ConcurrentCommand().run()
+        // Each with its options' defaults: a command built with `init()` has no parsed
+        // options and traps when it reads one.
+        try await HitRatioCommand.parse([]).run()
+        try await FootprintCommand.parse([]).run()
+        try await HitsCommand.parse([]).run()
+        try await ConcurrentCommand.parse([]).run()
     }
 }
 
