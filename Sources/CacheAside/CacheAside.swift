@@ -61,7 +61,7 @@ public final class CacheAside: Sendable {
 
     package let store: any CacheStore
     let flights = SingleFlightTable()
-    let invalidations: InvalidationQueue
+    @usableFromInline let invalidations: InvalidationQueue
     let announcements = FillAnnouncements()
     let background = BackgroundWork()
     let coherence: MemoryCoherence
@@ -71,6 +71,14 @@ public final class CacheAside: Sendable {
     /// The first half of every lease token this runtime takes: tells its own leases.
     let leasePrefix: [UInt8]
     private let keyspaces = Mutex<[KeyspaceID: KeyspaceState]>([:])
+    /// The keyspaces as the hit path reads them, without a lock: the latest of
+    /// `snapshots`, published (under `keyspaces`' lock) when a keyspace is added or its
+    /// state replaced. Published snapshots live as long as the runtime, so that a reader
+    /// never sees one freed; after ``KeyspaceSnapshot/limit`` of them (a policy that
+    /// keeps changing), the empty first one is published again for good, and every read
+    /// takes the lock.
+    private let published: Atomic<Unmanaged<KeyspaceSnapshot>>
+    private let snapshots: Mutex<[KeyspaceSnapshot]>
     private let memoryTiers = Mutex<[KeyspaceID: MemoryTierBase]>([:])
     private let lifecycle = Mutex(Lifecycle())
 
@@ -144,6 +152,9 @@ public final class CacheAside: Sendable {
         self.subscriber = subscriber
         self.logger = logger
         self.invalidations = InvalidationQueue(logger: logger)
+        let empty = KeyspaceSnapshot(states: [:])
+        self.published = Atomic(Unmanaged.passUnretained(empty))
+        self.snapshots = Mutex([empty])
         var generator = SystemRandomNumberGenerator()
         self.leasePrefix = Token.hex(generator.next() as UInt64)
         let coherence = MemoryCoherence(
@@ -331,10 +342,18 @@ public final class CacheAside: Sendable {
 
     /// The state of a keyspace and schema version, under `policy`, for repositories
     /// of `Entity` (whose in-process tier, if the policy has one, holds `Entity`).
+    @usableFromInline
     func keyspace<Entity: Sendable>(
         _ name: String, schemaVersion: Int, policy: CachePolicy, entity: Entity.Type
     ) throws(CacheError) -> KeyspaceState {
         let id = KeyspaceID(name: name, schemaVersion: schemaVersion)
+        // The published snapshot first (no lock: the hit path of every core reads it),
+        // then the dictionary under its lock.
+        if let known = published.load(ordering: .acquiring)._withUnsafeGuaranteedRef({ $0.states[id] }),
+           known.policy == policy, policy.memory == nil || known.memory != nil
+        {
+            return known
+        }
         if let known = keyspaces.withLock({ $0[id] }), known.policy == policy,
            policy.memory == nil || known.memory != nil
         {
@@ -362,10 +381,36 @@ public final class CacheAside: Sendable {
             let state = KeyspaceState(
                 prefix: prefix, policy: policy, counters: previous?.counters, memory: memory, logger: logger)
             all[id] = state
+            publish(all)
             return state
         }
         if let replaced { coherence.unregister(replaced) }
         return state
+    }
+}
+
+extension CacheAside {
+    /// Publishes `states` for lock-free reads (called under `keyspaces`' lock); once
+    /// the limit of snapshots is reached, publishes the empty one (a stale snapshot must
+    /// never answer).
+    private func publish(_ states: [KeyspaceID: KeyspaceState]) {
+        let next: KeyspaceSnapshot = snapshots.withLock { all in
+            guard all.count < KeyspaceSnapshot.limit else { return all[0] }
+            all.append(KeyspaceSnapshot(states: states))
+            return all[all.count - 1]
+        }
+        published.store(Unmanaged.passUnretained(next), ordering: .releasing)
+    }
+}
+
+/// An immutable copy of the keyspaces, for reads without a lock.
+final class KeyspaceSnapshot: Sendable {
+    /// Snapshots a runtime publishes at most.
+    static let limit = 256
+    let states: [KeyspaceID: KeyspaceState]
+
+    init(states: [KeyspaceID: KeyspaceState]) {
+        self.states = states
     }
 }
 
@@ -377,12 +422,13 @@ struct KeyspaceID: Hashable, Sendable {
 }
 
 /// Per keyspace and schema version: its key prefix, policy, breaker and counters.
+@usableFromInline
 final class KeyspaceState: Sendable {
-    let prefix: KeyPrefix
+    @usableFromInline let prefix: KeyPrefix
     let policy: CachePolicy
     let counters: KeyspaceCounters
     /// The in-process tier, if the policy has one.
-    let memory: MemoryTierBase?
+    @usableFromInline let memory: MemoryTierBase?
     let logger: Logger
     private let breaker: Mutex<CircuitBreaker>
     /// True while the breaker is closed with no failure counted: the hit path then

@@ -113,6 +113,7 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The fixed part of a keyspace's keys, validated once.
+@usableFromInline
 struct KeyPrefix: Hashable, Sendable {
     let namespace: String
     let keyspace: String
@@ -140,7 +141,7 @@ struct KeyPrefix: Hashable, Sendable {
     }
 
     /// The entry key of `id`, without building a ``CacheKey``.
-    @inline(__always)
+    @usableFromInline
     func entryKey(for id: String) -> String {
         rendered + CacheKey.escape(id)
     }

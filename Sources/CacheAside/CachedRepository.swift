@@ -76,6 +76,10 @@ extension CachedRepository {
     /// If Redis fails or is slow, the read goes to the database and succeeds.
     /// - Throws: the database's error (a `PGError`), or ``CacheError`` for a bad
     ///   keyspace.
+    ///
+    /// The memory tier's part is inlinable, so that a caller's module specializes it
+    /// for its own `Entity`: a memory hit then costs no generic metadata lookups.
+    @inlinable
     public func find(_ id: ID) async throws -> Entity? {
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         let key = state.prefix.entryKey(for: id.cacheKeyComponent)
@@ -87,6 +91,14 @@ extension CachedRepository {
             case .miss(let ticket): memory = (tier, ticket)
             }
         }
+        return try await findThroughRedis(id, key: key, state: state, memory: memory)
+    }
+
+    /// ``find(_:)`` past the memory tier: Redis, then the database.
+    @usableFromInline
+    func findThroughRedis(
+        _ id: ID, key: String, state: KeyspaceState, memory: (tier: MemoryTier<Entity>, ticket: MemoryFillTicket)?
+    ) async throws -> Entity? {
         // The hit path: one GET and the decoding, nothing else.
         let first: ReadCore<Entity>.FirstRead
         switch try await cache.hit(key, state: state, as: Entity.self, memory: memory) {

@@ -8,6 +8,7 @@ import Synchronization
 /// database and fill nothing), so this process never serves the row it just changed.
 /// Other processes may serve the old entry until the retry lands or the entry's TTL
 /// runs out: the worst-case staleness is the policy's ``CachePolicy/longestEntryLifetime``.
+@usableFromInline
 final class InvalidationQueue: Sendable {
     private struct Pending {
         var key: String
@@ -35,6 +36,7 @@ final class InvalidationQueue: Sendable {
     var count: Int { size.load(ordering: .relaxed) }
 
     /// Whether an invalidation of this key is waiting. Cheap when none is.
+    @usableFromInline
     func contains(_ key: String) -> Bool {
         if size.load(ordering: .relaxed) == 0 { return false }
         return state.withLock { $0.pending[key] != nil }

@@ -5,8 +5,9 @@ import Synchronization
 /// One repository's in-process tier: decoded entities (`nil` for a row known to be
 /// absent) in a ``MemoryStore``, with its metrics. What the coherence driver needs of
 /// it is in the non-generic base, ``MemoryTierBase``.
+@usableFromInline
 final class MemoryTier<Entity: Sendable>: MemoryTierBase, @unchecked Sendable {
-    let store: MemoryStore<Entity?>
+    @usableFromInline let store: MemoryStore<Entity?>
     /// TTLs in memory: the tier's own, at most the entry's in Redis.
     let valueTTL: Duration
     let absentTTL: Duration
@@ -28,7 +29,7 @@ final class MemoryTier<Entity: Sendable>: MemoryTierBase, @unchecked Sendable {
 
     /// A hit, or a miss with the ticket that a fill from the Redis read about to start
     /// must bring.
-    @inline(__always)
+    @inlinable
     func lookup(_ key: String) -> MemoryLookup<Entity?> {
         let result = store.lookup(key)
         if case .hit = result {
@@ -71,13 +72,14 @@ final class MemoryTier<Entity: Sendable>: MemoryTierBase, @unchecked Sendable {
 }
 
 /// What the coherence driver and the statistics need of a tier, whatever its entity.
+@usableFromInline
 class MemoryTierBase: @unchecked Sendable {
     let keyspace: String
     let schemaVersion: Int
     /// The entity type the tier holds, for a cast-free check on the hit path.
-    let entityType: ObjectIdentifier
+    @usableFromInline let entityType: ObjectIdentifier
     let tier: MemoryTierPolicy
-    let metrics: MemoryTierMetrics
+    @usableFromInline let metrics: MemoryTierMetrics
     /// Keys invalidated by messages received from Redis (not by this process's own
     /// writes).
     let receivedInvalidations = Atomic<Int>(0)
@@ -105,9 +107,10 @@ class MemoryTierBase: @unchecked Sendable {
 }
 
 /// The tier's swift-metrics counters (dimension `keyspace`).
+@usableFromInline
 final class MemoryTierMetrics: Sendable {
-    let hits: Counter
-    let misses: Counter
+    @usableFromInline let hits: Counter
+    @usableFromInline let misses: Counter
     let evictions: Counter
     let invalidations: Counter
     let flushes: Counter
@@ -124,7 +127,7 @@ final class MemoryTierMetrics: Sendable {
 
 extension KeyspaceState {
     /// This keyspace's tier, if it has one holding `Entity`.
-    @inline(__always)
+    @inlinable
     func memory<Entity>(_ type: Entity.Type) -> MemoryTier<Entity>? {
         guard let memory, memory.entityType == ObjectIdentifier(Entity.self) else { return nil }
         return unsafeDowncast(memory, to: MemoryTier<Entity>.self)

@@ -221,6 +221,40 @@ import Testing
     }
 }
 
+extension ReadThroughTests {
+    /// The runtime reads its keyspaces from lock-free snapshots, of which it publishes
+    /// a bounded number: past that bound (a policy that keeps changing), each find must
+    /// still run under the policy it passed, never a stale snapshot's.
+    @Test func aPolicyThatKeepsChangingIsAlwaysTheOneInForce() async throws {
+        let fixture = try await Fixture.make(rows: 2)
+        let process = try await Process.make(namespace: fixture.namespace)
+        func policy(ttl seconds: Int) -> CachePolicy {
+            CachePolicy(ttl: .seconds(seconds), ttlJitter: 0, leaseTTL: testLeaseTTL)
+        }
+        do {
+            for i in 0..<300 {
+                #expect(try await fixture.repository(process, policy: policy(ttl: 600 + i)).find(1)?.id == 1)
+            }
+            for seconds in [100, 3000, 100] {
+                let repo = fixture.repository(process, policy: policy(ttl: seconds))
+                await repo.invalidate(2)
+                let key = try repo.cacheKey(for: 2).entryKey
+                // Read until this policy's fill is in Redis; its TTL is the policy's.
+                #expect(await eventually {
+                    _ = try await repo.find(2)
+                    guard try await fixture.cachedItem(key) != nil else { return false }
+                    let ttl = try await fixture.rawRedis.pttl(key)
+                    return ttl > Int64(seconds - 60) * 1000 && ttl <= Int64(seconds) * 1000
+                }, "the entry filled under a \(seconds) s policy has that TTL")
+            }
+        } catch {
+            Issue.record(error)
+        }
+        await process.close()
+        await fixture.close()
+    }
+}
+
 @Suite(.onStandaloneAndCluster) struct ConsistencyTests {
     /// The stale-set race, forced: a reader loads v1, a write lands, then the reader's
     /// fill must be rejected.
