@@ -27,24 +27,27 @@ enum ExternalTools {
         // Without -r, redis-benchmark GETs the literal key "key:__rand_int__".
         let benchKey = "key:__rand_int__"
         _ = try await redis.set(benchKey, to: value, expiration: .seconds(600))
-        defer { Task { _ = try? await redis.del([benchKey]) } }
-        let requests = max(10_000, Int(100_000 * seconds))
-        var arguments = ["-h", host, "-p", String(port), "-t", "get", "-c", "50", "-n", String(requests), "--csv"]
-        if let password = config.password {
-            if let user = config.username { arguments += ["--user", user] }
-            arguments += ["-a", password]
+        return try await withCleanup {
+            let requests = max(10_000, Int(100_000 * seconds))
+            var arguments = ["-h", host, "-p", String(port), "-t", "get", "-c", "50", "-n", String(requests), "--csv"]
+            if let password = config.password {
+                if let user = config.username { arguments += ["--user", user] }
+                arguments += ["-a", password]
+            }
+            if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
+            progress("redis-benchmark -t get -c 50 -n \(requests) ...")
+            let output = try await run(tool, arguments)
+            // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+            guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
+                progress("redis-benchmark printed no GET line: \(output.prefix(300))")
+                return nil
+            }
+            let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
+            guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
+            return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
+        } cleanup: {
+            _ = try? await redis.del([benchKey])
         }
-        if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
-        progress("redis-benchmark -t get -c 50 -n \(requests) ...")
-        let output = try await run(tool, arguments)
-        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
-            progress("redis-benchmark printed no GET line: \(output.prefix(300))")
-            return nil
-        }
-        let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
-        guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
-        return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
     }
 
     /// `pgbench -c CLIENTS -j THREADS -M prepared` running the same primary-key SELECT.
@@ -100,4 +103,17 @@ enum ExternalTools {
         }
         return outcome.standardOutput
     }
+}
+
+/// Runs `body`, then `cleanup` (awaited), whether `body` threw or not.
+func withCleanup<T>(_ body: () async throws -> T, cleanup: () async -> Void) async throws -> T {
+    let result: T
+    do {
+        result = try await body()
+    } catch {
+        await cleanup()
+        throw error
+    }
+    await cleanup()
+    return result
 }

@@ -19,46 +19,50 @@ extension Bench {
         }
         let configuration = try RESPConfiguration(url: url)
         let tls = try RESPClient(configuration: configuration)
-        defer { Task { await tls.shutdown() } }
-        // The same value, written through the TLS server (the same Redis as REDIS_URL
-        // for dev-services; another one otherwise).
-        try await tls.set(valueKey, to: value, expiration: .seconds(3600))
+        // The client is shut down (awaited) whether the rows were measured or not.
+        return try await withCleanup {
+            // The same value, written through the TLS server (the same Redis as REDIS_URL
+            // for dev-services; another one otherwise).
+            try await tls.set(valueKey, to: value, expiration: .seconds(3600))
 
-        var rows: [(String, Result)] = []
-        let pair = try await interleaved(
-            raw: { n in
-                var l = Latencies()
-                let clock = ContinuousClock()
-                for _ in 0..<n {
-                    let t = clock.now
-                    _ = try await plain.get(valueKey)
-                    l.record(clock.now - t)
-                }
-                return l
-            },
-            ours: { n in
-                var l = Latencies()
-                let clock = ContinuousClock()
-                for _ in 0..<n {
-                    let t = clock.now
-                    _ = try await tls.get(valueKey)
-                    l.record(clock.now - t)
-                }
-                return l
-            },
-            label: "redis_get (plain) and redis_get_tls")
-        progress(String(format: "redis_get (plain, in the TLS rounds): p50 %.1f µs; redis_get_tls: p50 %.1f µs", pair.raw.p50Micros, pair.ours.p50Micros))
-        rows.append(("redis_get_tls", pair.ours))
+            var rows: [(String, Result)] = []
+            let pair = try await interleaved(
+                raw: { n in
+                    var l = Latencies()
+                    let clock = ContinuousClock()
+                    for _ in 0..<n {
+                        let t = clock.now
+                        _ = try await plain.get(valueKey)
+                        l.record(clock.now - t)
+                    }
+                    return l
+                },
+                ours: { n in
+                    var l = Latencies()
+                    let clock = ContinuousClock()
+                    for _ in 0..<n {
+                        let t = clock.now
+                        _ = try await tls.get(valueKey)
+                        l.record(clock.now - t)
+                    }
+                    return l
+                },
+                label: "redis_get (plain) and redis_get_tls")
+            progress(String(format: "redis_get (plain, in the TLS rounds): p50 %.1f µs; redis_get_tls: p50 %.1f µs", pair.raw.p50Micros, pair.ours.p50Micros))
+            rows.append(("redis_get_tls", pair.ours))
 
-        progress("redis_get_tls_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
-        rows.append(("redis_get_tls_concurrent", try await concurrent { _ in _ = try await tls.get(valueKey) }))
+            progress("redis_get_tls_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
+            rows.append(("redis_get_tls_concurrent", try await concurrent { _ in _ = try await tls.get(valueKey) }))
 
-        if settings.external,
-            let r = try await ExternalTools.redisBenchmarkTLS(config: configuration, value: value, seconds: settings.seconds, redis: tls)
-        {
-            rows.append(("redis_benchmark_get_tls_c50", r))
+            if settings.external,
+                let r = try await ExternalTools.redisBenchmarkTLS(config: configuration, value: value, seconds: settings.seconds, redis: tls)
+            {
+                rows.append(("redis_benchmark_get_tls_c50", r))
+            }
+            return rows
+        } cleanup: {
+            await tls.shutdown()
         }
-        return rows
     }
 }
 
@@ -73,30 +77,33 @@ extension ExternalTools {
         guard case .tcp(let host, let port) = config.endpoint, let tls = config.tls else { return nil }
         let benchKey = "key:__rand_int__"
         _ = try await redis.set(benchKey, to: value, expiration: .seconds(600))
-        defer { Task { _ = try? await redis.del([benchKey]) } }
-        let requests = max(10_000, Int(100_000 * seconds))
-        var arguments = ["-h", host, "-p", String(port), "--tls", "-t", "get", "-c", "50", "-n", String(requests), "--csv"]
-        switch tls.trustRoots {
-        case .file(let path): arguments += ["--cacert", path]
-        case .system: break
+        return try await withCleanup {
+            let requests = max(10_000, Int(100_000 * seconds))
+            var arguments = ["-h", host, "-p", String(port), "--tls", "-t", "get", "-c", "50", "-n", String(requests), "--csv"]
+            switch tls.trustRoots {
+            case .file(let path): arguments += ["--cacert", path]
+            case .system: break
+            }
+            if let certificate = tls.certificateChainFile, let key = tls.privateKeyFile { arguments += ["--cert", certificate, "--key", key] }
+            if let name = tls.serverName { arguments += ["--sni", name] }
+            if tls.verification == .insecureNoVerification { arguments += ["--insecure"] }
+            if let password = config.password {
+                if let user = config.username { arguments += ["--user", user] }
+                arguments += ["-a", password]
+            }
+            if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
+            progress("redis-benchmark --tls -t get -c 50 -n \(requests) ...")
+            let output = try await run(tool, arguments)
+            guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
+                progress("redis-benchmark --tls printed no GET line: \(output.prefix(300))")
+                return nil
+            }
+            let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
+            guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
+            return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
+        } cleanup: {
+            _ = try? await redis.del([benchKey])
         }
-        if let certificate = tls.certificateChainFile, let key = tls.privateKeyFile { arguments += ["--cert", certificate, "--key", key] }
-        if let name = tls.serverName { arguments += ["--sni", name] }
-        if tls.verification == .insecureNoVerification { arguments += ["--insecure"] }
-        if let password = config.password {
-            if let user = config.username { arguments += ["--user", user] }
-            arguments += ["-a", password]
-        }
-        if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
-        progress("redis-benchmark --tls -t get -c 50 -n \(requests) ...")
-        let output = try await run(tool, arguments)
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
-            progress("redis-benchmark --tls printed no GET line: \(output.prefix(300))")
-            return nil
-        }
-        let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
-        guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
-        return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
     }
 }
 
