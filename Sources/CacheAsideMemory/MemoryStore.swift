@@ -105,9 +105,14 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
 
     @inlinable
     func shard(_ hash: UInt64) -> UnsafeMutablePointer<Mutex<Shard<Value>>> {
-        (shardBase + Int(truncatingIfNeeded: hash & shardMask) &* shardStride)
-            .assumingMemoryBound(to: Mutex<Shard<Value>>.self)
+        shards.shard(hash)
     }
+
+    /// Where the shards are, as a value: the hit path's closures capture this rather
+    /// than the store, so that a lookup never retains the store (whose reference count
+    /// every core would then write).
+    @inlinable
+    var shards: ShardTable<Value> { ShardTable(base: shardBase, stride: shardStride, mask: shardMask) }
 
     // MARK: Reading and filling
 
@@ -115,18 +120,39 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     /// store is not trusted). A hit raises the entry's frequency.
     @inlinable
     public func value(forKey key: String) -> Value? {
-        withKeyBytes(key) { bytes in
+        let now = clock.nanoseconds()
+        guard now < trustLimit.load(ordering: .relaxed) else {
+            untrustedLookups.add(1, ordering: .relaxed)
+            return nil
+        }
+        // The closure captures values only (no reference to the store).
+        let keyHash = self.keyHash, shards = self.shards
+        return withKeyBytes(key) { bytes in
             let hash = keyHash.hash(bytes: bytes.buffer)
-            let now = clock.nanoseconds()
-            guard now < trustLimit.load(ordering: .relaxed) else {
-                untrustedLookups.add(1, ordering: .relaxed)
-                return nil
-            }
-            return shard(hash).pointee.withLock { shard in
+            return shards.shard(hash).pointee.withLock { shard in
                 let slot = shard.core.lookup(bytes, hash: hash, now: now)
                 if slot >= 0 { return shard.values[Int(slot)] }
                 if !shard.core.freed.isEmpty { shard.releaseFreed() }
                 return nil
+            }
+        }
+    }
+
+    /// The live value for `key` when the store is trusted and holds one, counted as a
+    /// hit (its frequency raised); nil otherwise, counting nothing and changing nothing,
+    /// so that a caller may then take the full ``lookup(_:)``. The hit path of a cache
+    /// that tries memory first.
+    @inlinable
+    public func hit(forKey key: String) -> Value? {
+        let now = clock.nanoseconds()
+        guard now < trustLimit.load(ordering: .relaxed) else { return nil }
+        // The closure captures values only (no reference to the store).
+        let keyHash = self.keyHash, shards = self.shards
+        return withKeyBytes(key) { bytes in
+            let hash = keyHash.hash(bytes: bytes.buffer)
+            return shards.shard(hash).pointee.withLock { shard in
+                let slot = shard.core.lookupHit(bytes, hash: hash, now: now)
+                return slot >= 0 ? shard.values[Int(slot)] : nil
             }
         }
     }
@@ -151,12 +177,14 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     /// the read whose result will fill the store.
     @inlinable
     public func lookup(_ key: String) -> MemoryLookup<Value> {
-        withKeyBytes(key) { bytes in
+        let now = clock.nanoseconds()
+        let trusted = now < trustLimit.load(ordering: .relaxed)
+        if !trusted { untrustedLookups.add(1, ordering: .relaxed) }
+        // The closure captures values only (no reference to the store).
+        let keyHash = self.keyHash, shards = self.shards
+        return withKeyBytes(key) { bytes in
             let hash = keyHash.hash(bytes: bytes.buffer)
-            let now = clock.nanoseconds()
-            let trusted = now < trustLimit.load(ordering: .relaxed)
-            if !trusted { untrustedLookups.add(1, ordering: .relaxed) }
-            return shard(hash).pointee.withLock { shard in
+            return shards.shard(hash).pointee.withLock { shard in
                 if trusted {
                     let slot = shard.core.lookup(bytes, hash: hash, now: now)
                     if slot >= 0, let value = shard.values[Int(slot)] { return .hit(value) }
@@ -445,5 +473,25 @@ struct Shard<Value> {
             if values.capacity < core.reservedSlots { values.reserveCapacity(core.reservedSlots) }
             values.append(value)
         }
+    }
+}
+
+/// The shards' memory, as a value (see ``MemoryStore/shards``).
+@usableFromInline
+struct ShardTable<Value>: @unchecked Sendable {
+    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let stride: Int
+    @usableFromInline let mask: UInt64
+
+    @inlinable
+    init(base: UnsafeMutableRawPointer, stride: Int, mask: UInt64) {
+        self.base = base
+        self.stride = stride
+        self.mask = mask
+    }
+
+    @inlinable
+    func shard(_ hash: UInt64) -> UnsafeMutablePointer<Mutex<Shard<Value>>> {
+        (base + Int(truncatingIfNeeded: hash & mask) &* stride).assumingMemoryBound(to: Mutex<Shard<Value>>.self)
     }
 }

@@ -120,6 +120,19 @@ struct ShardCore {
         return found.slot
     }
 
+    /// The slot of a live entry for `key` (counting a hit and raising its frequency),
+    /// or -1, counting nothing and changing nothing (the caller then takes the full
+    /// ``lookup(_:hash:now:)``).
+    @usableFromInline
+    mutating func lookupHit(_ key: KeyBytes, hash: UInt64, now: Int64) -> Int32 {
+        guard let found = find(key, hash: hash) else { return -1 }
+        let slot = Int(found.slot)
+        if slots[slot].expiresAt <= now { return -1 }
+        if slots[slot].frequency < 3 { slots[slot].frequency &+= 1 }
+        counters.hits &+= 1
+        return found.slot
+    }
+
     /// The slot and expiry of `key`'s entry, live or not, counting nothing.
     func peek(_ key: KeyBytes, hash: UInt64) -> (slot: Int32, expiresAt: Int64)? {
         guard let found = find(key, hash: hash) else { return nil }

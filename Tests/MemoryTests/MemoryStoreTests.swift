@@ -230,6 +230,24 @@ extension MemoryStore {
         #expect(store.statistics.untrustedLookups == 3)
     }
 
+    @Test func aHitOnlyLookupCountsItsHitsAndNothingElse() {
+        let store = store()
+        store.readThrough(key(1), User(1))
+        let before = store.statistics
+        #expect(store.hit(forKey: key(1)) == User(1))
+        #expect(store.hit(forKey: key(2)) == nil, "no entry")
+        time.advance(by: .seconds(10))
+        #expect(store.hit(forKey: key(1)) == nil, "expired")
+        #expect(store.statistics.entries == 1, "the expired entry is left for the full lookup to remove")
+        time.advance(by: .seconds(-10))
+        store.revokeTrust()
+        #expect(store.hit(forKey: key(1)) == nil, "untrusted")
+        let after = store.statistics
+        #expect(after.hits == before.hits + 1)
+        #expect(after.misses == before.misses && after.expirations == before.expirations)
+        #expect(after.untrustedLookups == before.untrustedLookups)
+    }
+
     @Test func configurationsAreClampedToWorkingValues() {
         let tiny = MemoryStore<Int>(configuration: MemoryStoreConfiguration(maximumEntries: 0, maximumBytes: 0))
         #expect(tiny.shardCount == 1)
