@@ -77,7 +77,7 @@ public final class CacheAside: Sendable {
     /// never sees one freed; after ``KeyspaceSnapshot/limit`` of them (a policy that
     /// keeps changing), the empty first one is published again for good, and every read
     /// takes the lock.
-    private let published: Atomic<Unmanaged<KeyspaceSnapshot>>
+    @usableFromInline let published: Atomic<Unmanaged<KeyspaceSnapshot>>
     private let snapshots: Mutex<[KeyspaceSnapshot]>
     private let memoryTiers = Mutex<[KeyspaceID: MemoryTierBase]>([:])
     private let lifecycle = Mutex(Lifecycle())
@@ -404,31 +404,46 @@ extension CacheAside {
 }
 
 /// An immutable copy of the keyspaces, for reads without a lock.
+@usableFromInline
 final class KeyspaceSnapshot: Sendable {
     /// Snapshots a runtime publishes at most.
     static let limit = 256
     let states: [KeyspaceID: KeyspaceState]
+    /// The same states, unretained (`states` keeps them alive as long as the
+    /// snapshot), for the memory tier's hit path: reading one writes no reference
+    /// count that every core shares.
+    @usableFromInline let borrowed: [KeyspaceID: Unmanaged<KeyspaceState>]
 
     init(states: [KeyspaceID: KeyspaceState]) {
         self.states = states
+        self.borrowed = states.mapValues { Unmanaged.passUnretained($0) }
     }
 }
 
 extension CacheAside: Service {}
 
+@usableFromInline
 struct KeyspaceID: Hashable, Sendable {
-    let name: String
-    let schemaVersion: Int
+    @usableFromInline let name: String
+    @usableFromInline let schemaVersion: Int
+
+    @usableFromInline
+    init(name: String, schemaVersion: Int) {
+        self.name = name
+        self.schemaVersion = schemaVersion
+    }
 }
 
 /// Per keyspace and schema version: its key prefix, policy, breaker and counters.
 @usableFromInline
 final class KeyspaceState: Sendable {
     @usableFromInline let prefix: KeyPrefix
-    let policy: CachePolicy
+    @usableFromInline let policy: CachePolicy
     let counters: KeyspaceCounters
     /// The in-process tier, if the policy has one.
     @usableFromInline let memory: MemoryTierBase?
+    /// `memory`, unretained: the hit path borrows this state, which keeps it alive.
+    @usableFromInline unowned(unsafe) let memoryTier: MemoryTierBase?
     let logger: Logger
     private let breaker: Mutex<CircuitBreaker>
     /// True while the breaker is closed with no failure counted: the hit path then
@@ -441,6 +456,7 @@ final class KeyspaceState: Sendable {
         self.policy = policy
         self.counters = counters ?? KeyspaceCounters(keyspace: prefix.keyspace)
         self.memory = memory
+        self.memoryTier = memory
         self.logger = logger
         self.breaker = Mutex(CircuitBreaker(configuration: policy.circuitBreaker))
     }

@@ -81,6 +81,19 @@ extension CachedRepository {
     /// for its own `Entity`: a memory hit then costs no generic metadata lookups.
     @inlinable
     public func find(_ id: ID) async throws -> Entity? {
+        let cache = self.cache
+        let policy = self.policy
+        // A memory hit through the published keyspaces, borrowing every shared object
+        // (reference counts that every core would write cost more than the lookup).
+        if policy.memory != nil,
+           let value = cache.published.load(ordering: .acquiring)._withUnsafeGuaranteedRef({ snapshot in
+               snapshot.borrowed[KeyspaceID(name: keyspace, schemaVersion: schemaVersion)]?._withUnsafeGuaranteedRef { state in
+                   state.policy == policy ? state.memoryHit(id.cacheKeyComponent, as: Entity.self, invalidations: cache.invalidations) : nil
+               }
+           })
+        {
+            return value
+        }
         let state = try cache.keyspace(keyspace, schemaVersion: schemaVersion, policy: policy, entity: Entity.self)
         let key = state.prefix.entryKey(for: id.cacheKeyComponent)
         // Memory first: the ticket of a miss is taken before the Redis read starts.

@@ -126,6 +126,23 @@ final class MemoryTierMetrics: Sendable {
 }
 
 extension KeyspaceState {
+    /// The memory tier's live entry for `id` (`.some(nil)`: a row known to be absent),
+    /// counted as a hit; nil when memory cannot answer (counting nothing: the caller
+    /// then looks up again, taking the ticket of a miss).
+    @inlinable
+    func memoryHit<Entity: Sendable>(_ id: String, as type: Entity.Type, invalidations: InvalidationQueue) -> Entity?? {
+        // Unretained: this state, which the caller borrows, keeps the tier alive.
+        guard let borrowed = memoryTier, borrowed.entityType == ObjectIdentifier(Entity.self) else { return nil }
+        let key = prefix.entryKey(for: id)
+        if invalidations.contains(key) { return nil }
+        unowned(unsafe) let tier = unsafeDowncast(borrowed, to: MemoryTier<Entity>.self)
+        unowned(unsafe) let store = tier.store
+        guard let value = store.hit(forKey: key) else { return nil }
+        unowned(unsafe) let hits = tier.metrics.hits
+        hits.increment()
+        return .some(value)
+    }
+
     /// This keyspace's tier, if it has one holding `Entity`.
     @inlinable
     func memory<Entity>(_ type: Entity.Type) -> MemoryTier<Entity>? {
