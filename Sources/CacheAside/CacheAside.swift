@@ -71,14 +71,17 @@ public final class CacheAside: Sendable {
     /// The first half of every lease token this runtime takes: tells its own leases.
     let leasePrefix: [UInt8]
     private let keyspaces = Mutex<[KeyspaceID: KeyspaceState]>([:])
-    /// The keyspaces as the hit path reads them, without a lock: the latest of
-    /// `snapshots`, published (under `keyspaces`' lock) when a keyspace is added or its
-    /// state replaced. Published snapshots live as long as the runtime, so that a reader
-    /// never sees one freed; after ``KeyspaceSnapshot/limit`` of them (a policy that
-    /// keeps changing), the empty first one is published again for good, and every read
-    /// takes the lock.
+    /// The keyspaces as the hit path reads them, without a lock: the latest of the
+    /// published snapshots, published (under `keyspaces`' lock) when a keyspace is
+    /// added or its state replaced. Published snapshots live as long as the runtime, so
+    /// that a reader never sees one freed. A keyspace whose state is replaced (its
+    /// policy changed) leaves the snapshots for good and is read under the lock from
+    /// then on: so at most one superseded state (and its flushed tier) per keyspace
+    /// stays allocated, held by an old snapshot. After ``KeyspaceSnapshot/limit``
+    /// snapshots (as many keyspaces, or changes), the empty first one is published
+    /// again for good, and every read takes the lock.
     @usableFromInline let published: Atomic<Unmanaged<KeyspaceSnapshot>>
-    private let snapshots: Mutex<[KeyspaceSnapshot]>
+    private let snapshots: Mutex<PublishedKeyspaces>
     private let memoryTiers = Mutex<[KeyspaceID: MemoryTierBase]>([:])
     private let lifecycle = Mutex(Lifecycle())
 
@@ -154,7 +157,7 @@ public final class CacheAside: Sendable {
         self.invalidations = InvalidationQueue(logger: logger)
         let empty = KeyspaceSnapshot(states: [:])
         self.published = Atomic(Unmanaged.passUnretained(empty))
-        self.snapshots = Mutex([empty])
+        self.snapshots = Mutex(PublishedKeyspaces(all: [empty]))
         var generator = SystemRandomNumberGenerator()
         self.leasePrefix = Token.hex(generator.next() as UInt64)
         let coherence = MemoryCoherence(
@@ -381,7 +384,7 @@ public final class CacheAside: Sendable {
             let state = KeyspaceState(
                 prefix: prefix, policy: policy, counters: previous?.counters, memory: memory, logger: logger)
             all[id] = state
-            publish(all)
+            publish(all, replacing: previous == nil ? nil : id)
             return state
         }
         if let replaced { coherence.unregister(replaced) }
@@ -390,17 +393,32 @@ public final class CacheAside: Sendable {
 }
 
 extension CacheAside {
-    /// Publishes `states` for lock-free reads (called under `keyspaces`' lock); once
-    /// the limit of snapshots is reached, publishes the empty one (a stale snapshot must
-    /// never answer).
-    private func publish(_ states: [KeyspaceID: KeyspaceState]) {
-        let next: KeyspaceSnapshot = snapshots.withLock { all in
-            guard all.count < KeyspaceSnapshot.limit else { return all[0] }
-            all.append(KeyspaceSnapshot(states: states))
-            return all[all.count - 1]
+    /// Publishes `states` for lock-free reads (called under `keyspaces`' lock), without
+    /// the keyspaces ever replaced (`replacing` is one, if this change replaced its
+    /// state); once the limit of snapshots is reached, publishes the empty one (a stale
+    /// snapshot must never answer).
+    private func publish(_ states: [KeyspaceID: KeyspaceState], replacing: KeyspaceID?) {
+        let (next, limitReached): (KeyspaceSnapshot, Bool) = snapshots.withLock { p in
+            if let replacing { p.replaced.insert(replacing) }
+            guard p.all.count < KeyspaceSnapshot.limit else { return (p.all[0], false) }
+            let snapshot = KeyspaceSnapshot(states: p.replaced.isEmpty ? states : states.filter { !p.replaced.contains($0.key) })
+            p.all.append(snapshot)
+            return (p.all.count == KeyspaceSnapshot.limit ? p.all[0] : snapshot, p.all.count == KeyspaceSnapshot.limit)
         }
         published.store(Unmanaged.passUnretained(next), ordering: .releasing)
+        if limitReached {
+            logger.info(
+                "keyspaces are read under a lock from now on (\(KeyspaceSnapshot.limit) keyspaces or policy changes published)",
+                metadata: ["namespace": "\(namespace)"])
+        }
     }
+}
+
+/// Every snapshot published (the first is the empty one), and the keyspaces that left
+/// them because their state was replaced.
+struct PublishedKeyspaces {
+    var all: [KeyspaceSnapshot]
+    var replaced: Set<KeyspaceID> = []
 }
 
 /// An immutable copy of the keyspaces, for reads without a lock.

@@ -84,11 +84,16 @@ extension CachedRepository {
         let cache = self.cache
         let policy = self.policy
         // A memory hit through the published keyspaces, borrowing every shared object
-        // (reference counts that every core would write cost more than the lookup).
+        // (reference counts that every core would write cost more than the lookup). The
+        // runtime, which keeps every published snapshot and so all of them alive, lives
+        // until the lookup is done.
         if policy.memory != nil,
-           let value = cache.published.load(ordering: .acquiring)._withUnsafeGuaranteedRef({ snapshot in
-               snapshot.borrowed[KeyspaceID(name: keyspace, schemaVersion: schemaVersion)]?._withUnsafeGuaranteedRef { state in
-                   state.policy == policy ? state.memoryHit(id.cacheKeyComponent, as: Entity.self, invalidations: cache.invalidations) : nil
+           let value = withExtendedLifetime(cache, {
+               cache.published.load(ordering: .acquiring)._withUnsafeGuaranteedRef { snapshot in
+                   snapshot.borrowed[KeyspaceID(name: keyspace, schemaVersion: schemaVersion)]?._withUnsafeGuaranteedRef { state in
+                       state.policy == policy
+                           ? state.memoryHit(id.cacheKeyComponent, as: Entity.self, invalidations: cache.invalidations) : nil
+                   }
                }
            })
         {

@@ -76,9 +76,11 @@ final class MemoryCoherence: Sendable {
     /// Removes a tier that its keyspace no longer uses (its policy changed).
     func unregister(_ tier: MemoryTierBase) {
         state.withLock { s in
+            // Untrusted before it stops hearing invalidations: a reader still holding
+            // the old keyspace state gets no hit from it meanwhile.
+            tier.revokeTrust()
             s.tiers[tier.keyspace]?.removeAll { $0 === tier }
         }
-        tier.revokeTrust()
         tier.flush()
     }
 

@@ -125,15 +125,18 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
             untrustedLookups.add(1, ordering: .relaxed)
             return nil
         }
-        // The closure captures values only (no reference to the store).
+        // The closure captures values only (no reference to the store, whose reference
+        // count every core would write); the store lives until the lookup is done.
         let keyHash = self.keyHash, shards = self.shards
-        return withKeyBytes(key) { bytes in
-            let hash = keyHash.hash(bytes: bytes.buffer)
-            return shards.shard(hash).pointee.withLock { shard in
-                let slot = shard.core.lookup(bytes, hash: hash, now: now)
-                if slot >= 0 { return shard.values[Int(slot)] }
-                if !shard.core.freed.isEmpty { shard.releaseFreed() }
-                return nil
+        return withExtendedLifetime(self) {
+            withKeyBytes(key) { bytes in
+                let hash = keyHash.hash(bytes: bytes.buffer)
+                return shards.shard(hash).pointee.withLock { shard in
+                    let slot = shard.core.lookup(bytes, hash: hash, now: now)
+                    if slot >= 0 { return shard.values[Int(slot)] }
+                    if !shard.core.freed.isEmpty { shard.releaseFreed() }
+                    return nil
+                }
             }
         }
     }
@@ -146,13 +149,16 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     public func hit(forKey key: String) -> Value? {
         let now = clock.nanoseconds()
         guard now < trustLimit.load(ordering: .relaxed) else { return nil }
-        // The closure captures values only (no reference to the store).
+        // The closure captures values only (no reference to the store, whose reference
+        // count every core would write); the store lives until the lookup is done.
         let keyHash = self.keyHash, shards = self.shards
-        return withKeyBytes(key) { bytes in
-            let hash = keyHash.hash(bytes: bytes.buffer)
-            return shards.shard(hash).pointee.withLock { shard in
-                let slot = shard.core.lookupHit(bytes, hash: hash, now: now)
-                return slot >= 0 ? shard.values[Int(slot)] : nil
+        return withExtendedLifetime(self) {
+            withKeyBytes(key) { bytes in
+                let hash = keyHash.hash(bytes: bytes.buffer)
+                return shards.shard(hash).pointee.withLock { shard in
+                    let slot = shard.core.lookupHit(bytes, hash: hash, now: now)
+                    return slot >= 0 ? shard.values[Int(slot)] : nil
+                }
             }
         }
     }
@@ -180,17 +186,20 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
         let now = clock.nanoseconds()
         let trusted = now < trustLimit.load(ordering: .relaxed)
         if !trusted { untrustedLookups.add(1, ordering: .relaxed) }
-        // The closure captures values only (no reference to the store).
+        // The closure captures values only (no reference to the store, whose reference
+        // count every core would write); the store lives until the lookup is done.
         let keyHash = self.keyHash, shards = self.shards
-        return withKeyBytes(key) { bytes in
-            let hash = keyHash.hash(bytes: bytes.buffer)
-            return shards.shard(hash).pointee.withLock { shard in
-                if trusted {
-                    let slot = shard.core.lookup(bytes, hash: hash, now: now)
-                    if slot >= 0, let value = shard.values[Int(slot)] { return .hit(value) }
-                    if !shard.core.freed.isEmpty { shard.releaseFreed() }
+        return withExtendedLifetime(self) {
+            withKeyBytes(key) { bytes in
+                let hash = keyHash.hash(bytes: bytes.buffer)
+                return shards.shard(hash).pointee.withLock { shard in
+                    if trusted {
+                        let slot = shard.core.lookup(bytes, hash: hash, now: now)
+                        if slot >= 0, let value = shard.values[Int(slot)] { return .hit(value) }
+                        if !shard.core.freed.isEmpty { shard.releaseFreed() }
+                    }
+                    return .miss(MemoryFillTicket(key: key, hash: hash, sequence: shard.core.sequence(for: hash), issuer: keyHash.seed))
                 }
-                return .miss(MemoryFillTicket(key: key, hash: hash, sequence: shard.core.sequence(for: hash), issuer: keyHash.seed))
             }
         }
     }
