@@ -8,13 +8,17 @@ import Testing
         try await PG.withClient { client in
             let table = TestEnvironment.uniqueName("inj")
             try await client.execute("CREATE TABLE \(table) (id int8 PRIMARY KEY, name text NOT NULL)")
-            defer { Task { try? await PG.withClient { try await $0.execute("DROP TABLE IF EXISTS \(table)") } } }
-            let evil = "x'); DROP TABLE \(table); --"
-            try await client.execute("INSERT INTO \(table) (id, name) VALUES ($1, $2)", [Int64(1), evil])
-            let rows = try await client.query("SELECT name FROM \(table) WHERE name = $1", [evil])
-            #expect(try rows.first?.decode(String.self, column: "name") == evil)
-            let none = try await client.query("SELECT count(*) AS n FROM \(table) WHERE name = $1", ["' OR '1'='1"])
-            #expect(try none[0].decode(Int.self, column: "n") == 0)
+            do {
+                let evil = "x'); DROP TABLE \(table); --"
+                try await client.execute("INSERT INTO \(table) (id, name) VALUES ($1, $2)", [Int64(1), evil])
+                let rows = try await client.query("SELECT name FROM \(table) WHERE name = $1", [evil])
+                #expect(try rows.first?.decode(String.self, column: "name") == evil)
+                let none = try await client.query("SELECT count(*) AS n FROM \(table) WHERE name = $1", ["' OR '1'='1"])
+                #expect(try none[0].decode(Int.self, column: "n") == 0)
+            } catch {
+                _ = try? await client.execute("DROP TABLE IF EXISTS \(table)")
+                throw error
+            }
             try await client.execute("DROP TABLE \(table)")
         }
     }

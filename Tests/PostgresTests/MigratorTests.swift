@@ -27,20 +27,24 @@ import Testing
     @Test func twoMigratorsAtOnceApplyEachMigrationExactlyOnce() async throws {
         try await PG.withClient(max: 6) { client in
             let schema = TestEnvironment.uniqueName("mig")
-            defer { Task { await PG.cleanup(schema: schema) } }
-            let a = try PGMigrator(client: client, migrations: migrations.reversed(), schema: schema)
-            let b = try PGMigrator(client: client, migrations: migrations, schema: schema)
-            async let appliedA = a.migrate()
-            async let appliedB = b.migrate()
-            let (ra, rb) = try await (appliedA, appliedB)
-            #expect((ra + rb).sorted() == [1, 2, 10])
-            let recorded = try await a.appliedMigrations()
-            #expect(recorded.map(\.version) == [1, 2, 10])
-            #expect(recorded.map(\.checksum) == migrations.map(\.checksum))
-            let seeds = try await client.query("SELECT count(*) AS n FROM \(schema).users")[0].decode(Int.self, column: "n")
-            #expect(seeds == 1)
-            // Nothing left to do.
-            #expect(try await a.migrate() == [])
+            do {
+                let a = try PGMigrator(client: client, migrations: migrations.reversed(), schema: schema)
+                let b = try PGMigrator(client: client, migrations: migrations, schema: schema)
+                async let appliedA = a.migrate()
+                async let appliedB = b.migrate()
+                let (ra, rb) = try await (appliedA, appliedB)
+                #expect((ra + rb).sorted() == [1, 2, 10])
+                let recorded = try await a.appliedMigrations()
+                #expect(recorded.map(\.version) == [1, 2, 10])
+                #expect(recorded.map(\.checksum) == migrations.map(\.checksum))
+                let seeds = try await client.query("SELECT count(*) AS n FROM \(schema).users")[0].decode(Int.self, column: "n")
+                #expect(seeds == 1)
+                // Nothing left to do.
+                #expect(try await a.migrate() == [])
+            } catch {
+                await PG.cleanup(schema: schema)
+                throw error
+            }
             await dropSchema(schema, client)
         }
     }
