@@ -82,14 +82,7 @@ struct Bench: Sendable {
                 }
             },
             ours: { n in
-                var l = Latencies()
-                let clock = ContinuousClock()
-                for _ in 0..<n {
-                    let t = clock.now
-                    _ = try await redis.get(valueKey)
-                    l.record(clock.now - t)
-                }
-                return l
+                try await timedLoop(n) { _ in _ = try await redis.get(valueKey) }
             },
             label: "redis_get")
         results.append(("redis_get_raw", pair.raw))
@@ -113,15 +106,9 @@ struct Bench: Sendable {
                 }
             },
             ours: { n in
-                var l = Latencies()
-                let clock = ContinuousClock()
-                for i in 0..<n {
-                    let id = Int64(i % rowCount + 1)
-                    let t = clock.now
-                    _ = try await postgres.query(selectSQL, [id]).first?.decode(BenchUser.self)
-                    l.record(clock.now - t)
+                try await timedLoop(n) { i in
+                    _ = try await postgres.query(selectSQL, [Int64(i % rowCount + 1)]).first?.decode(BenchUser.self)
                 }
-                return l
             },
             label: "pg_select")
         results.append(("pg_select_raw", pgPair.raw))
@@ -284,6 +271,18 @@ struct Bench: Sendable {
         }
         return merged.result(elapsed: ContinuousClock.now - start)
     }
+}
+
+/// Runs `body` `n` times (with the iteration's number) and records each call's latency.
+func timedLoop(_ n: Int, _ body: (Int) async throws -> Void) async throws -> Latencies {
+    var l = Latencies()
+    let clock = ContinuousClock()
+    for i in 0..<n {
+        let t = clock.now
+        try await body(i)
+        l.record(clock.now - t)
+    }
+    return l
 }
 
 /// Runs blocking work on a thread of its own (not Swift's cooperative pool), as a

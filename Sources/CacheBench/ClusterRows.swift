@@ -89,13 +89,7 @@ struct ClusterRows: Sendable {
         }
         progress("redis-benchmark --cluster -t get -c 50 -n \(requests) ...")
         let output = try await ExternalTools.run(tool, arguments)
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
-            progress("redis-benchmark --cluster printed no GET line: \(output.prefix(300))")
-            return nil
-        }
-        let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
-        guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
-        return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
+        return ExternalTools.getRow(fromCSV: output, tool: "redis-benchmark --cluster")
     }
 
     /// The cluster's targets (n/a without a cluster).

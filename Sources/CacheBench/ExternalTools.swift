@@ -37,17 +37,23 @@ enum ExternalTools {
             if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
             progress("redis-benchmark -t get -c 50 -n \(requests) ...")
             let output = try await run(tool, arguments)
-            // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-            guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
-                progress("redis-benchmark printed no GET line: \(output.prefix(300))")
-                return nil
-            }
-            let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
-            guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
-            return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
+            return getRow(fromCSV: output, tool: "redis-benchmark")
         } cleanup: {
             _ = try? await redis.del([benchKey])
         }
+    }
+
+    /// The GET row of `redis-benchmark --csv` output
+    /// (`"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"`),
+    /// or nil (said) when there is none.
+    static func getRow(fromCSV output: String, tool: String) -> Result? {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
+            progress("\(tool) printed no GET line: \(output.prefix(300))")
+            return nil
+        }
+        let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
+        guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
+        return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
     }
 
     /// `pgbench -c CLIENTS -j THREADS -M prepared` running the same primary-key SELECT.

@@ -28,24 +28,10 @@ extension Bench {
             var rows: [(String, Result)] = []
             let pair = try await interleaved(
                 raw: { n in
-                    var l = Latencies()
-                    let clock = ContinuousClock()
-                    for _ in 0..<n {
-                        let t = clock.now
-                        _ = try await plain.get(valueKey)
-                        l.record(clock.now - t)
-                    }
-                    return l
+                    try await timedLoop(n) { _ in _ = try await plain.get(valueKey) }
                 },
                 ours: { n in
-                    var l = Latencies()
-                    let clock = ContinuousClock()
-                    for _ in 0..<n {
-                        let t = clock.now
-                        _ = try await tls.get(valueKey)
-                        l.record(clock.now - t)
-                    }
-                    return l
+                    try await timedLoop(n) { _ in _ = try await tls.get(valueKey) }
                 },
                 label: "redis_get (plain) and redis_get_tls")
             progress(String(format: "redis_get (plain, in the TLS rounds): p50 %.1f µs; redis_get_tls: p50 %.1f µs", pair.raw.p50Micros, pair.ours.p50Micros))
@@ -94,13 +80,7 @@ extension ExternalTools {
             if config.database != 0 { arguments += ["--dbnum", String(config.database)] }
             progress("redis-benchmark --tls -t get -c 50 -n \(requests) ...")
             let output = try await run(tool, arguments)
-            guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("\"GET\"") }) else {
-                progress("redis-benchmark --tls printed no GET line: \(output.prefix(300))")
-                return nil
-            }
-            let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
-            guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
-            return Result(p50Micros: p50 * 1000, p99Micros: p99 * 1000, opsPerSecond: rps)
+            return ExternalTools.getRow(fromCSV: output, tool: "redis-benchmark --tls")
         } cleanup: {
             _ = try? await redis.del([benchKey])
         }
