@@ -120,9 +120,26 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
     /// store is not trusted). A hit raises the entry's frequency.
     @inlinable
     public func value(forKey key: String) -> Value? {
+        liveValue(forKey: key, countingMisses: true)
+    }
+
+    /// The live value for `key` when the store is trusted and holds one, counted as a
+    /// hit (its frequency raised); nil otherwise, counting nothing and changing nothing,
+    /// so that a caller may then take the full ``lookup(_:)``. The hit path of a cache
+    /// that tries memory first.
+    @inlinable
+    public func hit(forKey key: String) -> Value? {
+        liveValue(forKey: key, countingMisses: false)
+    }
+
+    /// ``value(forKey:)`` (`countingMisses`: misses, expired entries and untrusted
+    /// lookups counted, an expired entry removed) or ``hit(forKey:)`` (only hits counted,
+    /// nothing else changed).
+    @inlinable
+    func liveValue(forKey key: String, countingMisses: Bool) -> Value? {
         let now = clock.nanoseconds()
         guard now < trustLimit.load(ordering: .relaxed) else {
-            untrustedLookups.add(1, ordering: .relaxed)
+            if countingMisses { untrustedLookups.add(1, ordering: .relaxed) }
             return nil
         }
         // The closure captures values only (no reference to the store, whose reference
@@ -132,32 +149,10 @@ public final class MemoryStore<Value: Sendable>: @unchecked Sendable {
             withKeyBytes(key) { bytes in
                 let hash = keyHash.hash(bytes: bytes.buffer)
                 return shards.shard(hash).pointee.withLock { shard in
-                    let slot = shard.core.lookup(bytes, hash: hash, now: now)
+                    let slot = shard.core.lookup(bytes, hash: hash, now: now, countingMisses: countingMisses)
                     if slot >= 0 { return shard.values[Int(slot)] }
                     if !shard.core.freed.isEmpty { shard.releaseFreed() }
                     return nil
-                }
-            }
-        }
-    }
-
-    /// The live value for `key` when the store is trusted and holds one, counted as a
-    /// hit (its frequency raised); nil otherwise, counting nothing and changing nothing,
-    /// so that a caller may then take the full ``lookup(_:)``. The hit path of a cache
-    /// that tries memory first.
-    @inlinable
-    public func hit(forKey key: String) -> Value? {
-        let now = clock.nanoseconds()
-        guard now < trustLimit.load(ordering: .relaxed) else { return nil }
-        // The closure captures values only (no reference to the store, whose reference
-        // count every core would write); the store lives until the lookup is done.
-        let keyHash = self.keyHash, shards = self.shards
-        return withExtendedLifetime(self) {
-            withKeyBytes(key) { bytes in
-                let hash = keyHash.hash(bytes: bytes.buffer)
-                return shards.shard(hash).pointee.withLock { shard in
-                    let slot = shard.core.lookupHit(bytes, hash: hash, now: now)
-                    return slot >= 0 ? shard.values[Int(slot)] : nil
                 }
             }
         }

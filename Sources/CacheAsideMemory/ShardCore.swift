@@ -101,33 +101,23 @@ struct ShardCore {
     // MARK: Operations
 
     /// The slot of a live entry for `key` (counting a hit and raising its frequency),
-    /// or -1 (counting a miss; an expired entry is removed).
+    /// or -1: counting a miss and removing an expired entry when `countingMisses`, else
+    /// counting nothing and changing nothing (the caller then takes the full lookup).
     @usableFromInline
-    mutating func lookup(_ key: KeyBytes, hash: UInt64, now: Int64) -> Int32 {
+    mutating func lookup(_ key: KeyBytes, hash: UInt64, now: Int64, countingMisses: Bool = true) -> Int32 {
         guard let found = find(key, hash: hash) else {
-            counters.misses &+= 1
+            if countingMisses { counters.misses &+= 1 }
             return -1
         }
         let slot = Int(found.slot)
         if slots[slot].expiresAt <= now {
-            counters.expirations &+= 1
-            counters.misses &+= 1
-            release(found.slot, bucket: found.bucket, rememberIfHot: true)
+            if countingMisses {
+                counters.expirations &+= 1
+                counters.misses &+= 1
+                release(found.slot, bucket: found.bucket, rememberIfHot: true)
+            }
             return -1
         }
-        if slots[slot].frequency < 3 { slots[slot].frequency &+= 1 }
-        counters.hits &+= 1
-        return found.slot
-    }
-
-    /// The slot of a live entry for `key` (counting a hit and raising its frequency),
-    /// or -1, counting nothing and changing nothing (the caller then takes the full
-    /// ``lookup(_:hash:now:)``).
-    @usableFromInline
-    mutating func lookupHit(_ key: KeyBytes, hash: UInt64, now: Int64) -> Int32 {
-        guard let found = find(key, hash: hash) else { return -1 }
-        let slot = Int(found.slot)
-        if slots[slot].expiresAt <= now { return -1 }
         if slots[slot].frequency < 3 { slots[slot].frequency &+= 1 }
         counters.hits &+= 1
         return found.slot
