@@ -227,13 +227,17 @@ public final class IOLoop: @unchecked Sendable {
             return id
         }
         if poller.needsWakeOnChange && !inLoop { poller.wake() }
-        return IORegistration(loop: self, id: id, fd: fd)
+        return IORegistration(loop: self, id: id, fd: fd, interest: interest)
     }
 
-    func setInterest(id: UInt64, fd: Int32, interest: IOEvents) throws(IOError) {
+    /// Changes a registration's interest. `cache` (the registration's copy of its
+    /// interest, read without the lock) is updated under the lock, in the same order as
+    /// the table.
+    func setInterest(id: UInt64, fd: Int32, interest: IOEvents, cache: borrowing Atomic<UInt8>) throws(IOError) {
         guard let poller else { return }
         let changed: Bool = try state.withLock { (s: inout LoopState) throws(IOError) -> Bool in
             guard var r = s.registrations[id], r.interest != interest else { return false }
+            cache.store(interest.rawValue, ordering: .relaxed)
             r.interest = interest
             s.registrations[id] = r
             // A registration whose number now belongs to another leaves the poller alone.
@@ -361,6 +365,8 @@ public final class IOLoop: @unchecked Sendable {
         var events = [PollerEvent](repeating: PollerEvent(id: 0, events: []), count: 256)
         var runQueue = Deque<@Sendable () -> Void>()
         var dueTimers: [@Sendable () -> Void] = []
+        var handlers: [(any IOHandler)?] = []
+        handlers.reserveCapacity(events.count)
         while true {
             // 1. Work submitted from any thread.
             state.withLock { s in swap(&runQueue, &s.tasks) }
@@ -406,17 +412,28 @@ public final class IOLoop: @unchecked Sendable {
             }
             let count = poller.wait(events: &events, timeout: timeout, snapshot: pollFDs)
 
-            // 4. Dispatch readiness.
+            // 4. Dispatch readiness. The handlers are looked up under one lock for the
+            // batch: callers on other threads change interests under the same lock.
             var sawWake = false
+            if count > 0 {
+                state.withLock { s in
+                    for i in 0..<count where events[i].id != 0 {
+                        handlers.append(s.registrations[events[i].id]?.handler)
+                    }
+                }
+            }
+            var next = 0
             for i in 0..<count {
                 let event = events[i]
                 if event.id == 0 {
                     sawWake = true
                     continue
                 }
-                let handler = state.withLock { s in s.registrations[event.id]?.handler }
+                let handler = handlers[next]
+                next += 1
                 handler?.ioReady(event.events)
             }
+            handlers.removeAll(keepingCapacity: true)
             if sawWake {
                 poller.drainWake()
                 state.withLock { s in s.notified = false }
@@ -450,17 +467,22 @@ public final class IORegistration: Sendable {
     /// The registered descriptor.
     public let fd: Int32
     let id: UInt64
+    /// The interest last set, read without taking the loop's lock (which the loop
+    /// thread takes for every batch of readiness it dispatches).
+    private let interest: Atomic<UInt8>
 
-    init(loop: IOLoop, id: UInt64, fd: Int32) {
+    init(loop: IOLoop, id: UInt64, fd: Int32, interest: IOEvents) {
         self.loop = loop
         self.id = id
         self.fd = fd
+        self.interest = Atomic(interest.rawValue)
     }
 
-    /// Changes the events the handler is told about. Callable from any thread; cheap
-    /// when the interest does not change.
+    /// Changes the events the handler is told about. Callable from any thread; an
+    /// interest that does not change costs an atomic load, not the loop's lock.
     public func setInterest(_ interest: IOEvents) throws(IOError) {
-        try loop.setInterest(id: id, fd: fd, interest: interest)
+        if self.interest.load(ordering: .relaxed) == interest.rawValue { return }
+        try loop.setInterest(id: id, fd: fd, interest: interest, cache: self.interest)
     }
 
     /// Removes the registration on the loop thread, then runs `then` there (for

@@ -153,6 +153,93 @@ struct IOLoopTests {
         #expect(r == .endOfFile)
     }
 
+    /// Runs an empty job on the loop twice: once the second has run, the loop has
+    /// polled and dispatched at least once since this was called.
+    private func loopCycle(_ loop: IOLoop) async {
+        for _ in 0..<2 {
+            await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in loop.execute { cont.resume() } }
+        }
+    }
+
+    @Test(arguments: [IOLoop.Backend.automatic, .poll])
+    func interestChangesTakeEffectAndRepeatedOnesAreHarmless(backend: IOLoop.Backend) async throws {
+        final class Seen: IOHandler, @unchecked Sendable {
+            let count = Mutex(0)
+            func ioReady(_ events: IOEvents) { if events.contains(.readable) { count.withLock { $0 += 1 } } }
+        }
+        let loop = IOLoop(name: "test-interest", backend: backend)
+        defer { loop.shutdown() }
+        let (a, b) = try socketPair()
+        defer { Socket.close(a); Socket.close(b) }
+        let seen = Seen()
+        let registration = try loop.register(fd: a, interest: .readable, handler: seen)
+        // Off (twice: the second call is answered from the registration's own copy).
+        try registration.setInterest([])
+        try registration.setInterest([])
+        _ = writeByte(b)
+        await loopCycle(loop)
+        await loopCycle(loop)
+        #expect(seen.count.withLock { $0 } == 0, "no report while the interest is empty")
+        // On again (twice): the unread byte is reported, level-triggered, until read.
+        try registration.setInterest(.readable)
+        try registration.setInterest(.readable)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while seen.count.withLock({ $0 }) == 0 && ContinuousClock.now < deadline {
+            await loopCycle(loop)
+        }
+        #expect(seen.count.withLock { $0 } > 0)
+        // Off once more: the reports stop although the byte is still unread.
+        try registration.setInterest([])
+        await loopCycle(loop)
+        let stopped = seen.count.withLock { $0 }
+        await loopCycle(loop)
+        await loopCycle(loop)
+        #expect(seen.count.withLock { $0 } == stopped)
+        registration.deregister()
+    }
+
+    @Test(arguments: [IOLoop.Backend.automatic, .poll])
+    func readinessOfManyDescriptorsInOnePollReachesEachHandler(backend: IOLoop.Backend) async throws {
+        final class Seen: IOHandler, @unchecked Sendable {
+            let fd: Int32
+            let bytes = Mutex(0)
+            init(fd: Int32) { self.fd = fd }
+            func ioReady(_ events: IOEvents) {
+                var buf = [UInt8](repeating: 0, count: 16)
+                if case .transferred(let n) = buf.withUnsafeMutableBytes({ Socket.read(fd, into: $0) }) {
+                    bytes.withLock { $0 += n }
+                }
+            }
+        }
+        let loop = IOLoop(name: "test-batch", backend: backend)
+        defer { loop.shutdown() }
+        let pairs: [(Int32, Int32)] = try (0..<8).map { _ in try socketPair() }
+        defer { for (a, b) in pairs { Socket.close(a); Socket.close(b) } }
+        let handlers = pairs.map { Seen(fd: $0.0) }
+        // Registered and written to from a job on the loop, so that every descriptor is
+        // ready by the loop's next poll.
+        let registrations: [IORegistration] = try await withCheckedThrowingContinuation { cont in
+            loop.execute {
+                do {
+                    var registrations: [IORegistration] = []
+                    for (i, (a, b)) in pairs.enumerated() {
+                        registrations.append(try loop.register(fd: a, interest: .readable, handler: handlers[i]))
+                        for _ in 0...i { _ = writeByte(b) }
+                    }
+                    cont.resume(returning: registrations)
+                } catch {
+                    cont.resume(throwing: error)
+                }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while handlers.enumerated().contains(where: { i, h in h.bytes.withLock { $0 } < i + 1 }) && ContinuousClock.now < deadline {
+            await loopCycle(loop)
+        }
+        #expect(handlers.map { $0.bytes.withLock { $0 } } == Array(1...8), "each handler read its own descriptor's bytes")
+        for r in registrations { r.deregister() }
+    }
+
     @Test func taskExecutorPreferenceRunsOnTheLoop() async throws {
         let loop = IOLoop(name: "test-executor")
         defer { loop.shutdown() }
