@@ -495,6 +495,13 @@ final class KeyspaceState: Sendable {
         return statistics
     }
 
+    /// Counts a hit served from the store, with its latency since `start`.
+    @usableFromInline
+    func recordHit(since start: ContinuousClock.Instant) {
+        counters.record(.hit)
+        counters.hitTimer.recordInterval(since: start)
+    }
+
     /// Whether to call the store now.
     @inline(__always)
     func mayCallStore() -> Bool {

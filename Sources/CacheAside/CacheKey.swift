@@ -117,7 +117,7 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
 struct KeyPrefix: Hashable, Sendable {
     let namespace: String
     let keyspace: String
-    let schemaVersion: Int
+    @usableFromInline let schemaVersion: Int
     let rendered: String
 
     init(namespace: String, keyspace: String, schemaVersion: Int) {

@@ -113,17 +113,46 @@ extension CachedRepository {
     }
 
     /// ``find(_:)`` past the memory tier: Redis, then the database.
-    @usableFromInline
+    ///
+    /// The hit path (one `GET`, the decoding, the counters) is inlinable too, so that
+    /// it is specialized for the caller's `Entity`: unspecialized, its generic frames
+    /// cost metadata lookups on every hit. The rest of the read path is not.
+    @inlinable
     func findThroughRedis(
         _ id: ID, key: String, state: KeyspaceState, memory: (tier: MemoryTier<Entity>, ticket: MemoryFillTicket)?
     ) async throws -> Entity? {
-        // The hit path: one GET and the decoding, nothing else.
+        switch try await cache.readForHit(key, state: state) {
+        case .read(let bytes, let contents, let since):
+            // An entry of this schema version answers; anything else (or bytes that do
+            // not decode: the read path counts and replaces them) goes on below.
+            if let answer = try? EntryFormat.answer(
+                Entity.self, bytes, contents, schemaVersion: state.prefix.schemaVersion, codec: cache.codec)
+            {
+                state.recordHit(since: since)
+                if let memory, let bytes { memory.tier.fill(memory.ticket, with: answer, size: bytes.count) }
+                return answer
+            }
+            return try await findAfterHitPath(id, key: key, state: state, memory: memory, bytes: bytes, since: since, failed: false)
+        case .failed(let since):
+            return try await findAfterHitPath(id, key: key, state: state, memory: memory, bytes: nil, since: since, failed: true)
+        case .skipped:
+            return try await findAfterHitPath(id, key: key, state: state, memory: memory, bytes: nil, since: nil, failed: false)
+        }
+    }
+
+    /// The read path after the hit path found no answer: `bytes` is what the key held
+    /// (read at `since`), `failed` says the read failed at `since`, and neither means
+    /// the cache was not read.
+    @usableFromInline
+    func findAfterHitPath(
+        _ id: ID, key: String, state: KeyspaceState, memory: (tier: MemoryTier<Entity>, ticket: MemoryFillTicket)?,
+        bytes: [UInt8]?, since: ContinuousClock.Instant?, failed: Bool
+    ) async throws -> Entity? {
         let first: ReadCore<Entity>.FirstRead
-        switch try await cache.hit(key, state: state, as: Entity.self, memory: memory) {
-        case .hit(let value): return value
-        case .missed(let bytes, let since): first = .read([bytes], since: since)
-        case .failed(let since): first = .failed(since: since)
-        case .skipped: first = .none
+        if let since {
+            first = failed ? .failed(since: since) : .read([bytes], since: since)
+        } else {
+            first = .none
         }
         let values = try await ReadCore<Entity>(
             cache: cache, state: state, keys: [key], memoryTickets: memory.map { [$0.ticket] }
@@ -247,12 +276,11 @@ extension CachedRepository {
     }
 }
 
-/// What the hit path found.
-enum HitOutcome<Entity: Sendable> {
-    /// An entry of this schema version (`nil`: the row does not exist).
-    case hit(Entity?)
-    /// No entry to answer with: what the key held.
-    case missed([UInt8]?, since: ContinuousClock.Instant)
+/// What the hit path's read found.
+@usableFromInline
+enum HitRead {
+    /// The key's bytes (nil: nothing there) and what they hold, read at `since`.
+    case read([UInt8]?, EntryFormat.Contents, since: ContinuousClock.Instant)
     /// The store failed: read the database.
     case failed(since: ContinuousClock.Instant)
     /// The cache is not to be read for this key now (a pending invalidation, the
@@ -261,13 +289,11 @@ enum HitOutcome<Entity: Sendable> {
 }
 
 extension CacheAside {
-    /// The hit path of a single-key `find`: a `GET` and the decoding (and, with an
-    /// in-process tier, the fill of memory under the ticket taken before the `GET`).
-    @inline(__always)
-    func hit<Entity: Decodable & Sendable>(
-        _ key: String, state: KeyspaceState, as type: Entity.Type,
-        memory: (tier: MemoryTier<Entity>, ticket: MemoryFillTicket)? = nil
-    ) async throws -> HitOutcome<Entity> {
+    /// The read of a single-key `find`'s hit path: one `GET`, the breaker's
+    /// bookkeeping, and what the bytes hold. Not generic: the decoding happens in the
+    /// caller's specialized code.
+    @usableFromInline
+    func readForHit(_ key: String, state: KeyspaceState) async throws -> HitRead {
         guard !invalidations.contains(key), state.mayCallStore() else { return .skipped }
         let start = ContinuousClock.now
         let bytes: [UInt8]?
@@ -279,20 +305,7 @@ extension CacheAside {
             return .failed(since: start)
         }
         state.storeSucceeded()
-        let contents = EntryFormat.classify(bytes)
-        do {
-            if let answer = try EntryFormat.answer(
-                Entity.self, bytes, contents, schemaVersion: state.prefix.schemaVersion, codec: codec)
-            {
-                state.counters.record(.hit)
-                state.counters.hitTimer.recordInterval(since: start)
-                if let memory, let bytes { memory.tier.fill(memory.ticket, with: answer, size: bytes.count) }
-                return .hit(answer)
-            }
-        } catch {
-            // Not an entry after all: the read path counts and replaces it.
-        }
-        return .missed(bytes, since: start)
+        return .read(bytes, EntryFormat.classify(bytes), since: start)
     }
 
     /// Runs `body` in a transaction and invalidates the keys its result names after

@@ -91,9 +91,11 @@ func describe(_ error: any Error) -> String {
 /// proof that nothing happened to the key since it was seen. `s` is the format's
 /// version. The schema version lives in the entry, not in the key: every version of a
 /// row shares its key, so a write replaces what any version wrote.
+@usableFromInline
 package enum EntryFormat {
     /// What a key holds.
-    enum Contents: Equatable {
+    @usableFromInline
+    enum Contents: Equatable, Sendable {
         case nothing
         /// A value of this schema version; the value's bytes are `bytes[body]`.
         case value(schemaVersion: Int, body: Range<Int>)
@@ -106,6 +108,7 @@ package enum EntryFormat {
     }
 
     /// A lease as stored: its token, and whether a waiter in another process marked it.
+    @usableFromInline
     package struct Lease: Equatable, Hashable, Sendable {
         package let token: [UInt8]
         package var waited: Bool = false
@@ -167,6 +170,7 @@ package enum EntryFormat {
     /// The answer an entry of `schemaVersion` gives: the value, `.some(nil)` for "no
     /// such row", or nil when the key holds no entry of that version (nothing, a lease,
     /// a tombstone, another version's entry). Throws when the value does not decode.
+    @inlinable
     static func answer<Value: Decodable>(
         _ type: Value.Type, _ bytes: [UInt8]?, _ contents: Contents, schemaVersion: Int, codec: any CacheValueCodec
     ) throws -> Value?? {

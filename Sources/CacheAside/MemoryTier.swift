@@ -43,6 +43,7 @@ final class MemoryTier<Entity: Sendable>: MemoryTierBase, @unchecked Sendable {
     /// Keeps what a Redis read returned (`bytes` is the entry's size), unless the key
     /// was invalidated since the ticket was taken.
     @inline(__always)
+    @usableFromInline
     func fill(_ ticket: MemoryFillTicket, with value: Entity?, size: Int) {
         store.fill(ticket, with: value, size: size, timeToLive: value == nil ? absentTTL : valueTTL)
     }
