@@ -367,41 +367,47 @@ public final class IOLoop: @unchecked Sendable {
         var dueTimers: [@Sendable () -> Void] = []
         var handlers: [(any IOHandler)?] = []
         handlers.reserveCapacity(events.count)
+        /// How long to sleep (nil: until woken), or whether to stop: under the lock.
+        func sleepPlan(_ s: inout LoopState) -> (Duration?, Bool) {
+            if s.stopping && s.tasks.isEmpty {
+                s.stopped = true
+                return (nil, true)
+            }
+            if !s.tasks.isEmpty { return (.zero, false) }
+            // Drop cancelled timers at the top so they do not shorten the sleep.
+            while let first = s.timerHeap.min, s.timerBodies[first.id] == nil {
+                _ = s.timerHeap.popMin()
+            }
+            guard let first = s.timerHeap.min else { return (nil, false) }
+            let remaining = first.deadline - ContinuousClock.now
+            return (remaining < .zero ? .zero : remaining, false)
+        }
         while true {
-            // 1. Work submitted from any thread.
-            state.withLock { s in swap(&runQueue, &s.tasks) }
-            while let work = runQueue.popFirst() { work() }
-
-            // 2. Timers that are due.
+            // 1. Work submitted from any thread and the timers that are due, taken under
+            // one lock with the length of the sleep for when there are none (the lock is
+            // also taken by every caller that changes an interest or submits work).
             let now = ContinuousClock.now
-            state.withLock { s in
+            var (timeout, stop): (Duration?, Bool) = state.withLock { s in
+                swap(&runQueue, &s.tasks)
+                s.notified = false  // a submission from now on wakes the loop
                 while let first = s.timerHeap.min, first.deadline <= now {
                     _ = s.timerHeap.popMin()
                     if let body = s.timerBodies.removeValue(forKey: first.id) {
                         dueTimers.append(body)
                     }
                 }
+                return runQueue.isEmpty && dueTimers.isEmpty ? sleepPlan(&s) : (.zero, false)
             }
-            for body in dueTimers { body() }
-            dueTimers.removeAll(keepingCapacity: true)
-
-            // 3. Sleep until a descriptor is ready, the next timer, or a wake-up.
-            let (timeout, stop): (Duration?, Bool) = state.withLock { s in
-                if s.stopping && s.tasks.isEmpty {
-                    s.stopped = true
-                    return (nil, true)
-                }
-                if !s.tasks.isEmpty { return (.zero, false) }
-                // Drop cancelled timers at the top so they do not shorten the sleep.
-                while let first = s.timerHeap.min, s.timerBodies[first.id] == nil {
-                    _ = s.timerHeap.popMin()
-                }
-                guard let first = s.timerHeap.min else { return (nil, false) }
-                let remaining = first.deadline - ContinuousClock.now
-                return (remaining < .zero ? .zero : remaining, false)
+            if !runQueue.isEmpty || !dueTimers.isEmpty {
+                while let work = runQueue.popFirst() { work() }
+                for body in dueTimers { body() }
+                dueTimers.removeAll(keepingCapacity: true)
+                // 2. What ran may have submitted work or timers: sleep accordingly.
+                (timeout, stop) = state.withLock { s in sleepPlan(&s) }
             }
             if stop { break }
 
+            // 3. Sleep until a descriptor is ready, the next timer, or a wake-up.
             let pollFDs: [(fd: Int32, id: UInt64, interest: IOEvents)]
             if poller.needsRegistrationSnapshot {
                 pollFDs = state.withLock { s in
@@ -434,10 +440,7 @@ public final class IOLoop: @unchecked Sendable {
                 handler?.ioReady(event.events)
             }
             handlers.removeAll(keepingCapacity: true)
-            if sawWake {
-                poller.drainWake()
-                state.withLock { s in s.notified = false }
-            }
+            if sawWake { poller.drainWake() }  // `notified` is reset when the queue is next taken
         }
         state.withLock { s in
             s.timerBodies.removeAll()

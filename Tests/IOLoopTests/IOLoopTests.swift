@@ -161,6 +161,31 @@ struct IOLoopTests {
         }
     }
 
+    @Test(.timeLimit(.minutes(1)), arguments: [IOLoop.Backend.automatic, .poll])
+    func workAndTimersSubmittedFromTheLoopItselfRunWithoutAWakeUp(backend: IOLoop.Backend) async throws {
+        let loop = IOLoop(name: "test-self", backend: backend)
+        defer { loop.shutdown() }
+        let steps = Counter()
+        // Each step is submitted by the previous one, on the loop thread (which never
+        // wakes itself): the loop must notice them before it sleeps.
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            loop.execute {
+                steps.append(1)
+                loop.schedule(after: .milliseconds(1)) {
+                    steps.append(2)
+                    loop.execute {
+                        steps.append(3)
+                        loop.schedule(after: .zero) {
+                            steps.append(4)
+                            cont.resume()
+                        }
+                    }
+                }
+            }
+        }
+        #expect(steps.snapshot == [1, 2, 3, 4])
+    }
+
     @Test(arguments: [IOLoop.Backend.automatic, .poll])
     func interestChangesTakeEffectAndRepeatedOnesAreHarmless(backend: IOLoop.Backend) async throws {
         final class Seen: IOHandler, @unchecked Sendable {
