@@ -24,6 +24,47 @@ import Testing
         }
     }
 
+    /// A command takes an idle connection when another one is busy, rather than queue
+    /// behind it (and lose the polling path): here the busy one blocks in BLPOP, and no
+    /// command sent meanwhile waits for it.
+    @Test(.timeLimit(.minutes(2)))
+    func aCommandTakesAnIdleConnectionWhileAnotherIsBusy() async throws {
+        let p = TestEnvironment.uniqueName("idle-choice")
+        try await withClient({ $0.connectionCount = 2; $0.commandTimeout = .seconds(60) }) { redis in
+            func clientID() async throws -> Int64? {
+                if case .integer(let id) = try await redis.send("CLIENT", "ID") { return id }
+                return nil
+            }
+            // Both connections open (each opens on first use: commands sent together
+            // spread over both).
+            let both = try await eventually(timeout: .seconds(30)) { () -> Set<Int64>? in
+                async let a = clientID()
+                async let b = clientID()
+                let ids = Set([try await a, try await b].compactMap { $0 })
+                return ids.count == 2 ? ids : nil
+            }
+            #expect(both?.count == 2)
+            let blocked = Task { try await redis.send("BLPOP", "\(p):list", "50") }
+            let blockedID = try await withClient { observer in
+                try await eventually(timeout: .seconds(30)) { () -> Int64? in
+                    let clients = try await observer.send("CLIENT", "LIST").string ?? ""
+                    let line = clients.split(separator: "\n").first { $0.contains("cmd=blpop") && $0.contains("\(p)") == false }
+                    return line.flatMap { $0.split(separator: " ").first { $0.hasPrefix("id=") } }.flatMap { Int64($0.dropFirst(3)) }
+                }
+            }
+            #expect(blockedID != nil)
+            let start = ContinuousClock.now
+            var ids = Set<Int64>()
+            for _ in 0..<20 { if let id = try await clientID() { ids.insert(id) } }
+            #expect(ContinuousClock.now - start < .seconds(30), "no command waited behind the BLPOP")
+            #expect(ids.count == 1)
+            #expect(blockedID.map { !ids.contains($0) } ?? false, "the commands went to the other connection")
+            _ = try await withClient { try await $0.send("RPUSH", "\(p):list", "x") }
+            #expect(try await blocked.value == .array([.bulkString(Array("\(p):list".utf8)), .bulkString(Array("x".utf8))]))
+            _ = try await redis.del(["\(p):list"])
+        }
+    }
+
     /// Callers that poll leave the socket unwatched by the event loop between commands;
     /// the connection's timer watches it again within a tick, so that a server closing
     /// an idle connection is noticed (and the connection reopened) before the next

@@ -20,10 +20,13 @@ import Synchronization
 /// ...) are each one such call.
 ///
 /// - Connections: ``RESPConfiguration/connectionCount`` of them (2 by default), opened
-///   lazily by the first command routed to each. Commands are spread round-robin (a
+///   lazily by the first command routed to each. A command goes to an idle connection
+///   when there is one (a lone caller never waits behind another task's command, such
+///   as a fill sent in the background); otherwise commands are spread round-robin (a
 ///   connection that is waiting to reconnect is skipped while another is up), and the
 ///   commands of many tasks are pipelined on each connection: those issued while
-///   replies are awaited go out together in one write.
+///   replies are awaited go out together in one write. Sequential use may therefore
+///   keep a single connection open.
 /// - Failures: when a connection breaks, every command in flight on it fails at once
 ///   with a ``RESPError`` of kind ``RESPError/Kind/connection``, and it is reopened in
 ///   the background (at once, then with exponential backoff and jitter). While it waits
@@ -130,17 +133,23 @@ public final class RESPClient: Sendable {
         }
     }
 
-    /// The connection for the next command: round-robin, skipping connections that
-    /// wait to reconnect while another one is up.
-    @inline(__always)
     /// The first connection, alone: what a cluster client asks for the topology on (a
     /// node asked only for that, a replica, keeps one connection open, not all).
     var firstConnection: RESPConnection { connections[0] }
 
+    /// The connection for the next command: an idle one when there is one (its caller
+    /// polls for the reply instead of waiting behind another command, such as a cache
+    /// fill sent in the background), else the next available one in turn, skipping
+    /// connections that wait to reconnect while another one is up.
+    @inline(__always)
     func connection() -> RESPConnection {
         let count = connections.count
         if count == 1 { return connections[0] }
         let start = Int(roundRobin.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(count))
+        for offset in 0..<count {
+            let candidate = connections[(start + offset) % count]
+            if candidate.idle.load(ordering: .relaxed) { return candidate }
+        }
         let chosen = connections[start]
         if chosen.available.load(ordering: .relaxed) { return chosen }
         for offset in 1..<count {

@@ -66,8 +66,9 @@ public struct RESPConfiguration: Sendable, Hashable, CustomStringConvertible {
     /// (1/20 of the timeout, between 2 and 25 ms), so a timeout fires up to that much
     /// late. Default: 1 second.
     public var commandTimeout: Duration = .seconds(1)
-    /// How many connections a ``RESPClient`` opens and shares among all its tasks
-    /// (commands of many tasks are pipelined on each). Default: 2.
+    /// How many connections a ``RESPClient`` may open and shares among all its tasks
+    /// (commands of many tasks are pipelined on each; each opens when a command is
+    /// first routed to it, and an idle one is preferred). Default: 2.
     public var connectionCount: Int = 2
     /// The first delay before reconnecting after a connect attempt failed. Each further
     /// failure doubles it, up to ``reconnectBackoffMaximum``; each delay is then

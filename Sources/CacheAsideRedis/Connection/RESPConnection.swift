@@ -108,7 +108,7 @@ final class RESPConnection: Sendable {
     private let pollingWindow: Duration
     /// True while the connection is open, handshaken and has nothing in flight: a hint
     /// (read without the lock) that the polling fast path may apply.
-    private let idle = Atomic<Bool>(false)
+    let idle = Atomic<Bool>(false)
     /// Set when a command joins others in flight: a polling caller then stops polling.
     private let othersWaiting = Atomic<Bool>(false)
     /// False while the connection waits to reconnect (or is closed): a client prefers
