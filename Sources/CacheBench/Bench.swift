@@ -58,17 +58,37 @@ struct Bench: Sendable {
         _ = try await redis.set(valueKey, to: Array(sampleValue), expiration: .seconds(3600))
         progress("value: \(sampleValue.count) bytes of JSON; table \(benchTable): \(settings.rows) rows")
 
+        // Our client over TLS, when there is a TLS URL (shut down, awaited, at the end).
+        let tls = try await tlsClient(valueKey: valueKey, value: Array(sampleValue))
+        return try await withCleanup {
+            try await measureRows(
+                postgres: postgres, redis: redis, tls: tls, redisConfig: redisConfig, cache: cache, repository: repository,
+                valueKey: valueKey, sampleValue: Array(sampleValue))
+        } cleanup: {
+            await tls?.shutdown()
+        }
+    }
+
+    private func measureRows(
+        postgres: PGClient, redis: RESPClient, tls: RESPClient?, redisConfig: RESPConfiguration, cache: CacheAside,
+        repository: BenchRepository, valueKey: String, sampleValue: [UInt8]
+    ) async throws -> [(String, Result)] {
         var results: [(String, Result)] = []
 
-        // Redis: raw hiredis against our client, interleaved in rounds.
+        // The single-request Redis paths, in the same rounds: the raw hiredis call, our
+        // client's GET, a cache hit and our client over TLS. Every target that compares
+        // two of them compares figures of the same rounds.
         guard case .tcp(let host, let port) = redisConfig.endpoint else {
             throw RawBaselines.Failure(description: "the raw hiredis baseline needs a TCP Redis URL")
         }
         let hiredis = try RawBaselines.Hiredis(
             host: host, port: port, user: redisConfig.username, password: redisConfig.password,
             database: redisConfig.database)
-        let pair = try await interleaved(
-            raw: { n in
+        // The cache hit's row: filled by a first find (its fill runs in the background).
+        _ = try await repository.find(1)
+        try await Task.sleep(for: .milliseconds(50))
+        var bodies: [(String, @Sendable (Int) async throws -> Latencies)] = [
+            ("redis_get_raw", { n in
                 await onThread {
                     var l = Latencies()
                     let key = Array(valueKey.utf8), get = Array("GET".utf8)
@@ -80,13 +100,14 @@ struct Bench: Sendable {
                     }
                     return l
                 }
-            },
-            ours: { n in
-                try await timedLoop(n) { _ in _ = try await redis.get(valueKey) }
-            },
-            label: "redis_get")
-        results.append(("redis_get_raw", pair.raw))
-        results.append(("redis_get", pair.ours))
+            }),
+            ("redis_get", { n in try await timedLoop(n) { _ in _ = try await redis.get(valueKey) } }),
+            ("cache_hit", { n in try await timedLoop(n) { _ in _ = try await repository.find(1) } }),
+        ]
+        if let tls {
+            bodies.append(("redis_get_tls", { n in try await timedLoop(n) { _ in _ = try await tls.get(valueKey) } }))
+        }
+        results += zip(bodies.map(\.0), try await interleavedRounds(bodies.map(\.1), label: bodies.map(\.0).joined(separator: ", ")))
 
         // PostgreSQL: raw PQexecPrepared against our client.
         let libpq = try RawBaselines.Libpq(url: settings.databaseURL, sql: selectSQL)
@@ -115,14 +136,6 @@ struct Bench: Sendable {
         results.append(("pg_select", pgPair.ours))
         results += try await PostgresRows.run(settings: settings)
 
-        // Cache hit: the same row, warm.
-        progress("cache_hit ...")
-        _ = try await repository.find(1)
-        try await Task.sleep(for: .milliseconds(50))
-        results.append(("cache_hit", try await sequential(settings.iterations, warmup: settings.warmup) { _ in
-            _ = try await repository.find(1)
-        }))
-
         // Cache miss: each find's entry is deleted first (untimed). Ids cycle through
         // the table so that no fill of an earlier find can land after the delete.
         progress("cache_miss ...")
@@ -150,12 +163,12 @@ struct Bench: Sendable {
         }))
 
         results += try await MemoryRows(bench: self).run()
-        results += try await tlsRows(plain: redis, valueKey: valueKey, value: Array(sampleValue))
-        results += try await ClusterRows(bench: self).run(postgres: postgres, value: Array(sampleValue))
+        if let tls { results += try await tlsRows(tls, valueKey: valueKey, value: sampleValue) }
+        results += try await ClusterRows(bench: self).run(postgres: postgres, value: sampleValue)
 
         // The servers' own tools, against the same servers.
         if settings.external {
-            if let r = try await ExternalTools.redisBenchmark(config: redisConfig, key: valueKey, value: Array(sampleValue), seconds: settings.seconds, redis: redis) {
+            if let r = try await ExternalTools.redisBenchmark(config: redisConfig, key: valueKey, value: sampleValue, seconds: settings.seconds, redis: redis) {
                 results.append(("redis_benchmark_get_c50", r))
             }
             if let r = try await ExternalTools.pgbench(url: settings.databaseURL, table: benchTable, rows: rowCount, seconds: settings.seconds) {
@@ -187,27 +200,33 @@ struct Bench: Sendable {
     /// Runs `raw` and `ours` in alternating rounds (5 each) after a warm-up of both, so
     /// that drift on a shared machine affects both alike.
     func interleaved(
-        raw: @Sendable (Int) async throws -> Latencies,
-        ours: @Sendable (Int) async throws -> Latencies,
+        raw: @escaping @Sendable (Int) async throws -> Latencies,
+        ours: @escaping @Sendable (Int) async throws -> Latencies,
         label: String
     ) async throws -> (raw: Result, ours: Result) {
-        progress("\(label)_raw and \(label), interleaved ...")
-        _ = try await raw(settings.warmup)
-        _ = try await ours(settings.warmup)
+        let results = try await interleavedRounds([raw, ours], label: "\(label)_raw and \(label)")
+        return (results[0], results[1])
+    }
+
+    /// Runs each body in alternating rounds (5 each, in order) after a warm-up of
+    /// every one, so that drift on a shared machine affects them alike; their results,
+    /// in order.
+    func interleavedRounds(_ bodies: [@Sendable (Int) async throws -> Latencies], label: String) async throws -> [Result] {
+        progress("\(label), interleaved ...")
+        for body in bodies { _ = try await body(settings.warmup) }
         let rounds = 5
         let perRound = max(1, settings.iterations / rounds)
-        var rawAll = Latencies(), oursAll = Latencies()
-        var rawTime = Duration.zero, oursTime = Duration.zero
+        var all = [Latencies](repeating: Latencies(), count: bodies.count)
+        var time = [Duration](repeating: .zero, count: bodies.count)
         let clock = ContinuousClock()
         for _ in 0..<rounds {
-            var t = clock.now
-            rawAll.add(try await raw(perRound))
-            rawTime += clock.now - t
-            t = clock.now
-            oursAll.add(try await ours(perRound))
-            oursTime += clock.now - t
+            for (k, body) in bodies.enumerated() {
+                let t = clock.now
+                all[k].add(try await body(perRound))
+                time[k] += clock.now - t
+            }
         }
-        return (rawAll.result(elapsed: rawTime), oursAll.result(elapsed: oursTime))
+        return bodies.indices.map { all[$0].result(elapsed: time[$0]) }
     }
 
     func sequential(

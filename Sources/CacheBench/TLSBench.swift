@@ -10,45 +10,36 @@ import Foundation
 /// `DEV_SERVICES_TLS_DIR` when that is set, else the system's CAs. Without a TLS URL the
 /// rows are skipped.
 extension Bench {
-    /// `redis_get_tls`, interleaved in rounds with the plain client's GET (whose
-    /// figures are printed for comparison), and `redis_get_tls_concurrent`.
-    func tlsRows(plain: RESPClient, valueKey: String, value: [UInt8]) async throws -> [(String, Result)] {
+    /// Our client over `rediss://` with the benchmark's value written through it (the
+    /// same Redis as REDIS_URL for dev-services; another one otherwise), or nil without
+    /// a TLS URL. `redis_get_tls` runs in the rounds of the other single GETs.
+    func tlsClient(valueKey: String, value: [UInt8]) async throws -> RESPClient? {
         guard let url = settings.redisTLSURL else {
             progress("no TLS URL (--redis-tls-url or REDIS_TLS_URL): skipping redis_get_tls, redis_get_tls_concurrent, redis_benchmark_get_tls_c50")
-            return []
+            return nil
         }
-        let configuration = try RESPConfiguration(url: url)
-        let tls = try RESPClient(configuration: configuration)
-        // The client is shut down (awaited) whether the rows were measured or not.
-        return try await withCleanup {
-            // The same value, written through the TLS server (the same Redis as REDIS_URL
-            // for dev-services; another one otherwise).
+        let tls = try RESPClient(configuration: try RESPConfiguration(url: url))
+        do {
             try await tls.set(valueKey, to: value, expiration: .seconds(3600))
-
-            var rows: [(String, Result)] = []
-            let pair = try await interleaved(
-                raw: { n in
-                    try await timedLoop(n) { _ in _ = try await plain.get(valueKey) }
-                },
-                ours: { n in
-                    try await timedLoop(n) { _ in _ = try await tls.get(valueKey) }
-                },
-                label: "redis_get (plain) and redis_get_tls")
-            progress(String(format: "redis_get (plain, in the TLS rounds): p50 %.1f µs; redis_get_tls: p50 %.1f µs", pair.raw.p50Micros, pair.ours.p50Micros))
-            rows.append(("redis_get_tls", pair.ours))
-
-            progress("redis_get_tls_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
-            rows.append(("redis_get_tls_concurrent", try await concurrent { _ in _ = try await tls.get(valueKey) }))
-
-            if settings.external,
-                let r = try await ExternalTools.redisBenchmarkTLS(config: configuration, value: value, seconds: settings.seconds, redis: tls)
-            {
-                rows.append(("redis_benchmark_get_tls_c50", r))
-            }
-            return rows
-        } cleanup: {
+        } catch {
             await tls.shutdown()
+            throw error
         }
+        return tls
+    }
+
+    /// `redis_get_tls_concurrent`, and `redis-benchmark --tls` against the same server.
+    func tlsRows(_ tls: RESPClient, valueKey: String, value: [UInt8]) async throws -> [(String, Result)] {
+        var rows: [(String, Result)] = []
+        progress("redis_get_tls_concurrent (\(settings.concurrency) tasks, \(settings.seconds) s) ...")
+        rows.append(("redis_get_tls_concurrent", try await concurrent { _ in _ = try await tls.get(valueKey) }))
+        if settings.external,
+            let r = try await ExternalTools.redisBenchmarkTLS(
+                config: tls.configuration, value: value, seconds: settings.seconds, redis: tls)
+        {
+            rows.append(("redis_benchmark_get_tls_c50", r))
+        }
+        return rows
     }
 }
 
