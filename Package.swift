@@ -150,6 +150,7 @@ let package = Package(
             dependencies: [
                 "CacheAside", "CacheAsidePostgres", "CacheAsideRedis", "TestSupport",
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

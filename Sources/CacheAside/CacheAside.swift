@@ -499,7 +499,7 @@ final class KeyspaceState: Sendable {
     @usableFromInline
     func recordHit(since start: ContinuousClock.Instant) {
         counters.record(.hit)
-        counters.hitTimer.recordInterval(since: start)
+        counters.recordLatency(hit: true, since: start)
     }
 
     /// Whether to call the store now.

@@ -121,15 +121,27 @@ final class KeyspaceCounters: Sendable {
     private let storeErrors = Atomic<Int>(0)
     private let counters: [Counter]
     /// Latency of `find` served from Redis.
-    let hitTimer: Metrics.Timer
+    private let hitTimer: Metrics.Timer
     /// Latency of `find` that went to PostgreSQL.
-    let missTimer: Metrics.Timer
+    private let missTimer: Metrics.Timer
+    /// Whether the metrics go anywhere: they were made by a factory other than
+    /// swift-metrics' no-op one (a metric keeps the factory it was made with, so
+    /// recording into no-op ones would be work on every hit for nothing).
+    private let exportsMetrics: Bool
 
     init(keyspace: String) {
         let dimensions = [("keyspace", keyspace)]
-        counters = Event.allCases.map { Counter(label: $0.label, dimensions: dimensions) }
-        hitTimer = Metrics.Timer(label: "cache_aside_find_duration", dimensions: dimensions + [("path", "hit")])
-        missTimer = Metrics.Timer(label: "cache_aside_find_duration", dimensions: dimensions + [("path", "miss")])
+        let factory = MetricsSystem.factory
+        exportsMetrics = !(factory is NOOPMetricsHandler)
+        counters = Event.allCases.map { Counter(label: $0.label, dimensions: dimensions, factory: factory) }
+        hitTimer = Metrics.Timer(label: "cache_aside_find_duration", dimensions: dimensions + [("path", "hit")], factory: factory)
+        missTimer = Metrics.Timer(label: "cache_aside_find_duration", dimensions: dimensions + [("path", "miss")], factory: factory)
+    }
+
+    /// Records how long a `find` took, served from Redis (`hit`) or not.
+    func recordLatency(hit: Bool, since start: ContinuousClock.Instant) {
+        guard exportsMetrics else { return }
+        (hit ? hitTimer : missTimer).recordInterval(since: start)
     }
 
     func record(_ event: Event, _ n: Int = 1) {
@@ -146,7 +158,7 @@ final class KeyspaceCounters: Sendable {
         case .decodeFailure: decodeFailures.add(n, ordering: .relaxed)
         case .storeError: storeErrors.add(n, ordering: .relaxed)
         }
-        counters[event.rawValue].increment(by: Int64(n))
+        if exportsMetrics { counters[event.rawValue].increment(by: Int64(n)) }
     }
 
     func count(_ event: Event) -> Int {

@@ -192,7 +192,7 @@ struct ReadCore<Entity: Codable & Sendable>: Sendable {
         }
         counters.record(.hit, hits)
         counters.record(.miss, n - hits)
-        (hits == n ? counters.hitTimer : counters.missTimer).recordInterval(since: start)
+        counters.recordLatency(hit: hits == n, since: start)
         return answers.map { $0 ?? nil }
     }
 
